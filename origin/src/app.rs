@@ -1,0 +1,1 @@
+//! Builds the HTTP application: routes, shared state, and the listener it serves on.

@@ -1,0 +1,6 @@
+//! The origin's integration tests: one binary, a module per area. Each test gets a fresh
+//! database (a new SQLite file, or a new PostgreSQL database) and real servers on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod db;
