@@ -58,22 +58,32 @@ impl std::error::Error for ConfigErrors {}
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
     pub queue: crate::queue::config::QueueFile,
+    pub ai: crate::queue::config::AiFile,
+    pub platforms: crate::queue::config::PlatformsFile,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub queue: crate::queue::config::QueueConfig,
+    pub ai: crate::queue::config::AiConfig,
+    pub platforms: crate::queue::config::PlatformsConfig,
 }
 
 impl ConfigFile {
     /// Validates every section, collecting all errors.
     pub fn validate(&self, errors: &mut Vec<ConfigError>) -> Option<Config> {
         let queue = self.queue.validate("queue", errors);
+        let ai = self.ai.validate("ai", errors);
+        let platforms = self.platforms.validate("platforms", errors);
         if !errors.is_empty() {
             return None;
         }
-        Some(Config { queue: queue? })
+        Some(Config {
+            queue: queue?,
+            ai: ai?,
+            platforms: platforms?,
+        })
     }
 }
 

@@ -19,3 +19,33 @@ impl QueueFile {
         Some(QueueConfig {})
     }
 }
+
+/// `[ai]` as written: the RAG API the autobot calls.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiFile {}
+
+/// Validated `[ai]`.
+#[derive(Debug, Clone, Default)]
+pub struct AiConfig {}
+
+impl AiFile {
+    pub fn validate(&self, _key: &str, _errors: &mut Vec<ConfigError>) -> Option<AiConfig> {
+        Some(AiConfig {})
+    }
+}
+
+/// `[platforms.<name>]` as written: one HTTP adapter per messaging platform.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformsFile {}
+
+/// Validated `[platforms]`.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformsConfig {}
+
+impl PlatformsFile {
+    pub fn validate(&self, _key: &str, _errors: &mut Vec<ConfigError>) -> Option<PlatformsConfig> {
+        Some(PlatformsConfig {})
+    }
+}

@@ -12,7 +12,9 @@ pub fn pg_admin_url() -> String {
 
 /// True when running in CI, where a missing PostgreSQL must fail the run.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// A fresh, migrated database that is dropped (PostgreSQL) or deleted (SQLite) with it.
@@ -33,7 +35,12 @@ impl TestDb {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}/komora.db", dir.path().display());
                 let db = Db::connect(&url, &PoolSettings::default()).await.unwrap();
-                Some(TestDb { db, url, _dir: Some(dir), pg_name: None })
+                Some(TestDb {
+                    db,
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                })
             }
             Backend::Postgres => {
                 use sqlx::Connection;
@@ -58,7 +65,12 @@ impl TestDb {
                     None => panic!("bad KOMORA_TEST_PG_URL {admin}"),
                 };
                 let db = Db::connect(&url, &PoolSettings::default()).await.unwrap();
-                Some(TestDb { db, url, _dir: None, pg_name: Some(name) })
+                Some(TestDb {
+                    db,
+                    url,
+                    _dir: None,
+                    pg_name: Some(name),
+                })
             }
         }
     }
@@ -71,7 +83,9 @@ impl Drop for TestDb {
             let admin = pg_admin_url();
             let pool = self.db.pool.clone();
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async move {
                         use sqlx::Connection;

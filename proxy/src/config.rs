@@ -1,0 +1,724 @@
+//! Edge configuration: the flat TOML file (`config/edge.toml`), its validation into typed
+//! values, and the command-line overrides.
+//!
+//! Parsing is two-step, like Cloudflare River: serde structs mirror the TOML one-to-one
+//! (`deny_unknown_fields`, every field optional with a documented default), then
+//! [`RawConfig::validate`] turns them into [`EdgeConfig`] with `SocketAddr`, `PathBuf`,
+//! `Duration` and `NonZero*` values. Validation collects every error with its key path instead
+//! of stopping at the first one, so `komora-edge --check-config` reports them all at once.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One validation problem, with the dotted key path it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `cache.memory.max_capacity` or `route[1].prefix`.
+    pub key: String,
+    /// What is wrong with the value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every error found in one configuration source, prefixed with the source name on display.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// File name (or `<defaults>`), printed before each error.
+    pub source: String,
+    /// All errors found, in key order of discovery.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", self.source, e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `[server]`: listeners and pingora server settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Plain HTTP listen addresses. Unit: `IP:PORT`. Default `["0.0.0.0:8080"]`. At least one
+    /// of `listen` / `tls_listen` must be non-empty.
+    pub listen: Option<Vec<String>>,
+    /// HTTPS listen addresses (rustls, HTTP/2 offered over ALPN). Default `[]` (no TLS).
+    pub tls_listen: Option<Vec<String>>,
+    /// PEM certificate chain for `tls_listen`. Path. Required when `tls_listen` is non-empty.
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_listen`. Path. Required when `tls_listen` is non-empty.
+    pub tls_key: Option<String>,
+    /// Worker threads per service. Count. Default 2, range 1..=1024.
+    pub threads: Option<u64>,
+    /// Time SIGTERM waits for in-flight requests before exit. Seconds. Default 5, range 1..=3600.
+    pub grace_period_secs: Option<u64>,
+    /// Unix socket used to hand listeners to a new process on upgrade. Path.
+    /// Default `/tmp/komora-edge-upgrade.sock`.
+    pub upgrade_sock: Option<String>,
+    /// PID file written when daemonized. Path. Default `/tmp/komora-edge.pid`.
+    pub pid_file: Option<String>,
+}
+
+/// `[upstream]`: origin peers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Origin peers, round-robin among healthy ones. Unit: `HOST:PORT`.
+    /// Default `["127.0.0.1:9000"]`, at least one.
+    pub origins: Option<Vec<String>>,
+    /// TCP health-check period per origin. Seconds. Default 5, range 1..=3600.
+    pub health_check_interval_secs: Option<u64>,
+    /// Connect timeout to an origin. Milliseconds. Default 2000, range 1..=600000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Read timeout (idle, per read) from an origin. Milliseconds. Default 30000,
+    /// range 1..=3600000.
+    pub read_timeout_ms: Option<u64>,
+}
+
+/// `[cache.memory]`: the in-RAM tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemory {
+    /// Memory tier budget (moka `max_capacity` with a byte weigher). Bytes.
+    /// Default 268435456 (256 MiB), must be > 0.
+    pub max_capacity: Option<u64>,
+    /// Largest body kept in (or promoted to) memory; larger bodies stream from disk in chunks.
+    /// Bytes. Default 1048576 (1 MiB), range 0..=max_capacity.
+    pub max_object_size: Option<u64>,
+}
+
+/// `[cache.disk]`: the on-disk tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    /// Disk tier budget; least recently used entries are evicted above it. Bytes.
+    /// Default 10737418240 (10 GiB), must be > 0.
+    pub max_capacity: Option<u64>,
+    /// Read size when streaming a large body from disk. Bytes. Default 262144 (256 KiB),
+    /// range 4096..=16777216.
+    pub chunk_size: Option<u64>,
+}
+
+/// `[cache]`: storage location, tiers and the cache lock.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Cache directory (created if missing). Path. Default `/var/cache/komora`.
+    pub dir: Option<String>,
+    /// How long a cache-lock writer may fill before waiters give up on it. Milliseconds.
+    /// Default 10000, range 1..=600000.
+    pub lock_age_timeout_ms: Option<u64>,
+    /// How long a request waits on another request's fill before going to the origin itself.
+    /// Milliseconds. Default 10000, range 1..=600000.
+    pub lock_wait_timeout_ms: Option<u64>,
+    /// Memory tier.
+    pub memory: Option<RawMemory>,
+    /// Disk tier.
+    pub disk: Option<RawDisk>,
+}
+
+/// `[[route]]`: policy for one request path prefix; the longest matching prefix wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Request path prefix, must start with `/`. Required.
+    pub prefix: Option<String>,
+    /// `"cache"` (store cacheable GET/HEAD responses) or `"bypass"` (pass through, never
+    /// stored). Default `"cache"`.
+    pub mode: Option<String>,
+    /// Freshness when the origin sends neither Cache-Control max-age nor Expires (nginx
+    /// `proxy_cache_valid`). Seconds. Default 604800 (7 d), range 0..=31536000.
+    pub default_ttl_secs: Option<u64>,
+    /// How long past expiry a stale copy may be served when the origin is down or answers 5xx,
+    /// unless the origin sends `stale-if-error`. Seconds. Default 86400, range 0..=31536000.
+    pub stale_if_error_secs: Option<u64>,
+    /// How long past expiry a stale copy is served while one background refresh runs, unless
+    /// the origin sends `stale-while-revalidate`. Seconds. Default 0, range 0..=31536000.
+    pub stale_while_revalidate_secs: Option<u64>,
+    /// When > 0, successful responses on this route go to clients with
+    /// `Cache-Control: public, max-age=N, immutable` and `Expires: now+N` (nginx `expires`).
+    /// Seconds. Default 0 (origin headers pass through), range 0..=31536000.
+    pub client_max_age_secs: Option<u64>,
+}
+
+/// `[admin]`: purge API and Prometheus metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Admin listen address. Unit: `IP:PORT`. Default unset (admin listener disabled).
+    pub listen: Option<String>,
+    /// Environment variable holding the bearer token for purge calls. Default
+    /// `KOMORA_ADMIN_TOKEN`. When the variable is unset or empty, purge calls are refused.
+    pub token_env: Option<String>,
+}
+
+/// The whole file, exactly as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: Option<RawServer>,
+    /// `[upstream]`
+    pub upstream: Option<RawUpstream>,
+    /// `[cache]`
+    pub cache: Option<RawCache>,
+    /// `[[route]]`; default: `/media/` cached with 7 d client max-age, `/` bypass.
+    pub route: Option<Vec<RawRoute>>,
+    /// `[admin]`
+    pub admin: Option<RawAdmin>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificate and key paths, set when `tls_listen` is non-empty.
+    pub tls_cert_key: Option<(PathBuf, PathBuf)>,
+    /// Worker threads.
+    pub threads: NonZeroUsize,
+    /// Drain time on SIGTERM.
+    pub grace_period: Duration,
+    /// Upgrade socket path.
+    pub upgrade_sock: PathBuf,
+    /// PID file path.
+    pub pid_file: PathBuf,
+}
+
+/// Validated `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `HOST:PORT` strings that resolved at validation time.
+    pub origins: Vec<String>,
+    /// Health check period.
+    pub health_check_interval: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout.
+    pub read_timeout: Duration,
+}
+
+/// Validated `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Cache directory.
+    pub dir: PathBuf,
+    /// Cache lock age timeout.
+    pub lock_age_timeout: Duration,
+    /// Cache lock wait timeout.
+    pub lock_wait_timeout: Duration,
+    /// Memory tier byte budget.
+    pub memory_max_capacity: NonZeroU64,
+    /// Largest body held in memory.
+    pub memory_max_object_size: u64,
+    /// Disk tier byte budget.
+    pub disk_max_capacity: NonZeroU64,
+    /// Disk streaming chunk size.
+    pub disk_chunk_size: NonZeroUsize,
+}
+
+/// What a route does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Cacheable GET/HEAD responses are stored.
+    Cache,
+    /// Everything passes through.
+    Bypass,
+}
+
+/// Validated `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix.
+    pub prefix: String,
+    /// Cache or bypass.
+    pub mode: RouteMode,
+    /// Freshness when the origin gives none.
+    pub default_ttl: Duration,
+    /// Default stale-if-error window.
+    pub stale_if_error: Duration,
+    /// Default stale-while-revalidate window.
+    pub stale_while_revalidate: Duration,
+    /// Client-facing max-age override, `None` when 0.
+    pub client_max_age: Option<Duration>,
+}
+
+/// Validated `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Admin listener, `None` disables it.
+    pub listen: Option<SocketAddr>,
+    /// Environment variable with the bearer token.
+    pub token_env: String,
+}
+
+/// The validated configuration the edge runs with.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[upstream]`
+    pub upstream: UpstreamSettings,
+    /// `[cache]`
+    pub cache: CacheSettings,
+    /// `[[route]]`, sorted longest prefix first.
+    pub routes: Vec<Route>,
+    /// `[admin]`
+    pub admin: AdminSettings,
+}
+
+/// Command-line values that replace file values (`--listen`, `--origin`, `--cache-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `server.listen` (and clears `server.tls_listen`).
+    pub listen: Option<String>,
+    /// Replaces `upstream.origins`.
+    pub origin: Option<String>,
+    /// Replaces `cache.dir`.
+    pub cache_dir: Option<String>,
+    /// Replaces `admin.listen`.
+    pub admin_listen: Option<String>,
+}
+
+const MAX_SECS: u64 = 31_536_000;
+
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn range(&mut self, key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+        let v = v.unwrap_or(default);
+        if v < min || v > max {
+            self.err(key, format!("must be in {min}..={max}, got {v}"));
+            return default;
+        }
+        v
+    }
+
+    fn addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(key, format!("must be IP:PORT, got {s:?}"));
+                None
+            }
+        }
+    }
+
+    fn host_port(&mut self, key: &str, s: &str) -> Option<String> {
+        let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            self.err(key, format!("must be HOST:PORT, got {s:?}"));
+            return None;
+        }
+        match s.to_socket_addrs() {
+            Ok(mut it) if it.next().is_some() => Some(s.to_string()),
+            _ => {
+                self.err(key, format!("{s:?} does not resolve"));
+                None
+            }
+        }
+    }
+}
+
+fn nz_u64(v: u64) -> NonZeroU64 {
+    NonZeroU64::new(v).unwrap_or(NonZeroU64::MIN)
+}
+
+fn nz_usize(v: u64) -> NonZeroUsize {
+    NonZeroUsize::new(usize::try_from(v).unwrap_or(usize::MAX)).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl RawConfig {
+    /// Parse TOML text; unknown keys and type errors are reported with their key path.
+    pub fn parse(source: &str, text: &str) -> Result<Self, ConfigErrors> {
+        toml::from_str::<RawConfig>(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigErrors {
+                source: source.to_string(),
+                errors: vec![ConfigError {
+                    key: "<toml>".to_string(),
+                    message: format!("{}{span}", e.message()),
+                }],
+            }
+        })
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: source.clone(),
+            errors: vec![ConfigError {
+                key: "<file>".to_string(),
+                message: e.to_string(),
+            }],
+        })?;
+        Self::parse(&source, &text)
+    }
+
+    /// Apply command-line overrides on top of the file values.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = &o.listen {
+            let s = self.server.get_or_insert_with(Default::default);
+            s.listen = Some(vec![l.clone()]);
+            s.tls_listen = Some(Vec::new());
+        }
+        if let Some(origin) = &o.origin {
+            self.upstream.get_or_insert_with(Default::default).origins = Some(vec![origin.clone()]);
+        }
+        if let Some(d) = &o.cache_dir {
+            self.cache.get_or_insert_with(Default::default).dir = Some(d.clone());
+        }
+        if let Some(a) = &o.admin_listen {
+            self.admin.get_or_insert_with(Default::default).listen = Some(a.clone());
+        }
+    }
+
+    /// Validate into typed values, collecting every error with its key path.
+    pub fn validate(self, source: &str) -> Result<EdgeConfig, ConfigErrors> {
+        let mut c = Checker { errors: Vec::new() };
+
+        let s = self.server.unwrap_or_default();
+        let listen_raw = s.listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
+        let listen: Vec<SocketAddr> = listen_raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| c.addr(&format!("server.listen[{i}]"), a))
+            .collect();
+        let tls_listen: Vec<SocketAddr> = s
+            .tls_listen
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| c.addr(&format!("server.tls_listen[{i}]"), a))
+            .collect();
+        if listen_raw.is_empty() && tls_listen.is_empty() {
+            c.err("server.listen", "at least one of listen / tls_listen is required");
+        }
+        let tls_cert_key = if tls_listen.is_empty() {
+            None
+        } else {
+            match (&s.tls_cert, &s.tls_key) {
+                (Some(cert), Some(key)) => {
+                    for (k, p) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                        if !Path::new(p).is_file() {
+                            c.err(k, format!("file {p:?} not found"));
+                        }
+                    }
+                    Some((PathBuf::from(cert), PathBuf::from(key)))
+                }
+                _ => {
+                    if s.tls_cert.is_none() {
+                        c.err("server.tls_cert", "required when tls_listen is set");
+                    }
+                    if s.tls_key.is_none() {
+                        c.err("server.tls_key", "required when tls_listen is set");
+                    }
+                    None
+                }
+            }
+        };
+        let server = ServerSettings {
+            listen,
+            tls_listen,
+            tls_cert_key,
+            threads: nz_usize(c.range("server.threads", s.threads, 2, 1, 1024)),
+            grace_period: Duration::from_secs(c.range(
+                "server.grace_period_secs",
+                s.grace_period_secs,
+                5,
+                1,
+                3600,
+            )),
+            upgrade_sock: PathBuf::from(
+                s.upgrade_sock
+                    .unwrap_or_else(|| "/tmp/komora-edge-upgrade.sock".to_string()),
+            ),
+            pid_file: PathBuf::from(
+                s.pid_file
+                    .unwrap_or_else(|| "/tmp/komora-edge.pid".to_string()),
+            ),
+        };
+
+        let u = self.upstream.unwrap_or_default();
+        let origins_raw = u
+            .origins
+            .unwrap_or_else(|| vec!["127.0.0.1:9000".to_string()]);
+        if origins_raw.is_empty() {
+            c.err("upstream.origins", "at least one origin is required");
+        }
+        let origins = origins_raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| c.host_port(&format!("upstream.origins[{i}]"), o))
+            .collect();
+        let upstream = UpstreamSettings {
+            origins,
+            health_check_interval: Duration::from_secs(c.range(
+                "upstream.health_check_interval_secs",
+                u.health_check_interval_secs,
+                5,
+                1,
+                3600,
+            )),
+            connect_timeout: Duration::from_millis(c.range(
+                "upstream.connect_timeout_ms",
+                u.connect_timeout_ms,
+                2000,
+                1,
+                600_000,
+            )),
+            read_timeout: Duration::from_millis(c.range(
+                "upstream.read_timeout_ms",
+                u.read_timeout_ms,
+                30_000,
+                1,
+                3_600_000,
+            )),
+        };
+
+        let k = self.cache.unwrap_or_default();
+        let dir = k.dir.unwrap_or_else(|| "/var/cache/komora".to_string());
+        if dir.is_empty() {
+            c.err("cache.dir", "must not be empty");
+        }
+        let m = k.memory.unwrap_or_default();
+        let mem_cap = m.max_capacity.unwrap_or(256 << 20);
+        if mem_cap == 0 {
+            c.err("cache.memory.max_capacity", "must be > 0");
+        }
+        let mem_obj = c.range(
+            "cache.memory.max_object_size",
+            m.max_object_size,
+            1 << 20,
+            0,
+            mem_cap.max(1),
+        );
+        let d = k.disk.unwrap_or_default();
+        let disk_cap = d.max_capacity.unwrap_or(10 << 30);
+        if disk_cap == 0 {
+            c.err("cache.disk.max_capacity", "must be > 0");
+        }
+        let cache = CacheSettings {
+            dir: PathBuf::from(dir),
+            lock_age_timeout: Duration::from_millis(c.range(
+                "cache.lock_age_timeout_ms",
+                k.lock_age_timeout_ms,
+                10_000,
+                1,
+                600_000,
+            )),
+            lock_wait_timeout: Duration::from_millis(c.range(
+                "cache.lock_wait_timeout_ms",
+                k.lock_wait_timeout_ms,
+                10_000,
+                1,
+                600_000,
+            )),
+            memory_max_capacity: nz_u64(mem_cap),
+            memory_max_object_size: mem_obj,
+            disk_max_capacity: nz_u64(disk_cap),
+            disk_chunk_size: nz_usize(c.range(
+                "cache.disk.chunk_size",
+                d.chunk_size,
+                256 << 10,
+                4096,
+                16 << 20,
+            )),
+        };
+
+        let raw_routes = self.route.unwrap_or_else(|| {
+            vec![
+                RawRoute {
+                    prefix: Some("/media/".to_string()),
+                    client_max_age_secs: Some(604_800),
+                    ..Default::default()
+                },
+                RawRoute {
+                    prefix: Some("/".to_string()),
+                    mode: Some("bypass".to_string()),
+                    ..Default::default()
+                },
+            ]
+        });
+        let mut routes = Vec::new();
+        for (i, r) in raw_routes.into_iter().enumerate() {
+            let key = |f: &str| format!("route[{i}].{f}");
+            let prefix = match r.prefix {
+                Some(p) if p.starts_with('/') => p,
+                Some(p) => {
+                    c.err(key("prefix"), format!("must start with '/', got {p:?}"));
+                    continue;
+                }
+                None => {
+                    c.err(key("prefix"), "required");
+                    continue;
+                }
+            };
+            if routes.iter().any(|x: &Route| x.prefix == prefix) {
+                c.err(key("prefix"), format!("duplicate prefix {prefix:?}"));
+            }
+            let mode = match r.mode.as_deref().unwrap_or("cache") {
+                "cache" => RouteMode::Cache,
+                "bypass" => RouteMode::Bypass,
+                other => {
+                    c.err(
+                        key("mode"),
+                        format!("must be \"cache\" or \"bypass\", got {other:?}"),
+                    );
+                    RouteMode::Bypass
+                }
+            };
+            let secs = |c: &mut Checker, f: &str, v, d| {
+                Duration::from_secs(c.range(&key(f), v, d, 0, MAX_SECS))
+            };
+            let default_ttl = secs(&mut c, "default_ttl_secs", r.default_ttl_secs, 604_800);
+            let stale_if_error = secs(&mut c, "stale_if_error_secs", r.stale_if_error_secs, 86_400);
+            let stale_while_revalidate = secs(
+                &mut c,
+                "stale_while_revalidate_secs",
+                r.stale_while_revalidate_secs,
+                0,
+            );
+            let cma = secs(&mut c, "client_max_age_secs", r.client_max_age_secs, 0);
+            routes.push(Route {
+                prefix,
+                mode,
+                default_ttl,
+                stale_if_error,
+                stale_while_revalidate,
+                client_max_age: (!cma.is_zero()).then_some(cma),
+            });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+
+        let a = self.admin.unwrap_or_default();
+        let admin = AdminSettings {
+            listen: a
+                .listen
+                .as_deref()
+                .and_then(|l| c.addr("admin.listen", l)),
+            token_env: match a.token_env {
+                Some(t) if t.is_empty() => {
+                    c.err("admin.token_env", "must not be empty");
+                    t
+                }
+                Some(t) => t,
+                None => "KOMORA_ADMIN_TOKEN".to_string(),
+            },
+        };
+
+        if c.errors.is_empty() {
+            Ok(EdgeConfig {
+                server,
+                upstream,
+                cache,
+                routes,
+                admin,
+            })
+        } else {
+            Err(ConfigErrors {
+                source: source.to_string(),
+                errors: c.errors,
+            })
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Load `path` (or built-in defaults when `None`), apply overrides, validate.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigErrors> {
+        let (mut raw, source) = match path {
+            Some(p) => (RawConfig::load(p)?, p.display().to_string()),
+            None => (RawConfig::default(), "<defaults>".to_string()),
+        };
+        raw.apply(overrides);
+        raw.validate(&source)
+    }
+
+    /// The route for a request path: longest matching prefix, `None` when nothing matches.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = EdgeConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.server.grace_period, Duration::from_secs(5));
+        assert_eq!(c.route("/media/abc").unwrap().mode, RouteMode::Cache);
+        assert_eq!(c.route("/api/x").unwrap().mode, RouteMode::Bypass);
+    }
+
+    #[test]
+    fn every_error_has_its_key_path() {
+        let raw = RawConfig::parse(
+            "t.toml",
+            r#"
+            [server]
+            listen = ["nope"]
+            threads = 0
+            [cache.memory]
+            max_capacity = 0
+            [[route]]
+            prefix = "media"
+            "#,
+        )
+        .unwrap();
+        let e = raw.validate("t.toml").unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"server.listen[0]"), "{keys:?}");
+        assert!(keys.contains(&"server.threads"), "{keys:?}");
+        assert!(keys.contains(&"cache.memory.max_capacity"), "{keys:?}");
+        assert!(keys.contains(&"route[0].prefix"), "{keys:?}");
+        assert!(e
+            .to_string()
+            .contains("t.toml: cache.memory.max_capacity: must be > 0"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = RawConfig::parse("t.toml", "[cache]\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}
