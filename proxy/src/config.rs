@@ -340,8 +340,8 @@ impl Checker {
             self.err(key, format!("must be HOST:PORT, got {s:?}"));
             return None;
         }
-        match s.to_socket_addrs() {
-            Ok(mut it) if it.next().is_some() => Some(s.to_string()),
+        match s.to_socket_addrs().map(|mut it| it.next()) {
+            Ok(Some(_)) => Some(s.to_string()),
             _ => {
                 self.err(key, format!("{s:?} does not resolve"));
                 None

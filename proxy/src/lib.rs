@@ -1,1 +1,6 @@
-//! Komora edge.
+//! Komora edge: a pingora caching proxy for the CRM media origin, with a memory + disk cache.
+
+pub mod config;
+pub mod eviction;
+pub mod metrics;
+pub mod storage;

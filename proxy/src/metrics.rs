@@ -1,0 +1,116 @@
+//! Prometheus metrics for the edge, exposed by the admin listener at `/metrics`.
+//!
+//! One process-wide registry ([`METRICS`]) because pingora services, storage and the admin
+//! app all live for the whole process. Names follow `komora_edge_*`.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// All edge metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by `X-Cache-Status` value.
+    pub requests: IntCounterVec,
+    /// Body bytes sent to clients by source tier (`memory`, `disk`, `origin`).
+    pub bytes_served: IntCounterVec,
+    /// Entries currently stored, by tier.
+    pub entries: IntGaugeVec,
+    /// Bytes currently stored, by tier.
+    pub stored_bytes: IntGaugeVec,
+    /// Entries evicted to stay in budget, by tier (not purges).
+    pub evictions: IntCounterVec,
+    /// Entries purged by invalidation (admin purge, unsafe methods), by tier.
+    pub purges: IntCounterVec,
+    /// Entries that failed their length/sha256 check and were removed instead of served.
+    pub integrity_failures: IntCounter,
+    /// Time from sending the request to the origin to its response header.
+    pub origin_latency: Histogram,
+    /// Requests that waited on another request's cache fill (cache lock readers).
+    pub lock_waits: IntCounter,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new("komora_edge_requests_total", "Requests by cache status"),
+        &["cache_status"],
+    )?;
+    let bytes_served = IntCounterVec::new(
+        Opts::new("komora_edge_bytes_served_total", "Body bytes served by tier"),
+        &["tier"],
+    )?;
+    let entries = IntGaugeVec::new(
+        Opts::new("komora_edge_cache_entries", "Stored entries by tier"),
+        &["tier"],
+    )?;
+    let stored_bytes = IntGaugeVec::new(
+        Opts::new("komora_edge_cache_bytes", "Stored bytes by tier"),
+        &["tier"],
+    )?;
+    let evictions = IntCounterVec::new(
+        Opts::new("komora_edge_evictions_total", "Entries evicted by tier"),
+        &["tier"],
+    )?;
+    let purges = IntCounterVec::new(
+        Opts::new("komora_edge_purges_total", "Entries purged by tier"),
+        &["tier"],
+    )?;
+    let integrity_failures = IntCounter::new(
+        "komora_edge_integrity_failures_total",
+        "Entries that failed the integrity check",
+    )?;
+    let origin_latency = Histogram::with_opts(
+        HistogramOpts::new(
+            "komora_edge_origin_latency_seconds",
+            "Origin time to response header",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+    )?;
+    let lock_waits = IntCounter::new(
+        "komora_edge_cache_lock_waits_total",
+        "Requests that waited on a cache lock",
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(bytes_served.clone()))?;
+    registry.register(Box::new(entries.clone()))?;
+    registry.register(Box::new(stored_bytes.clone()))?;
+    registry.register(Box::new(evictions.clone()))?;
+    registry.register(Box::new(purges.clone()))?;
+    registry.register(Box::new(integrity_failures.clone()))?;
+    registry.register(Box::new(origin_latency.clone()))?;
+    registry.register(Box::new(lock_waits.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        bytes_served,
+        entries,
+        stored_bytes,
+        evictions,
+        purges,
+        integrity_failures,
+        origin_latency,
+        lock_waits,
+    })
+}
+
+/// The process-wide metrics. Construction only fails on duplicate names, which is a
+/// programming error caught by any test run.
+pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
+    #[allow(clippy::expect_used)]
+    build().expect("metric names are unique") // unwrap: static names, checked by tests
+});
+
+impl Metrics {
+    /// Text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,321 @@
+//! Disk tier: one file per object under the cache directory, written atomically.
+//!
+//! Writers stream the body into `tmp/` (a zeroed prefix, meta, key, then body), hash it as it
+//! goes, then fill in the prefix and `rename` into the fan-out path. Readers open the final
+//! path directly (no index needed), so entries from a previous run are hits immediately while
+//! [`DiskTier::rebuild_index`] walks the directory in the background to restore the byte
+//! accounting. Chunk-sized reads and writes go straight to the page cache; they are short
+//! enough to do on the async worker, while whole-file work (lookup, verification, meta
+//! rewrite) runs on the blocking pool (see `storage/mod.rs`).
+
+use crate::eviction::{DiskLru, Verified};
+use crate::metrics::METRICS;
+use crate::storage::entry::{self, EntryError, EntryHeader, EntryMeta, FIXED_LEN};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// The disk tier.
+pub struct DiskTier {
+    dir: PathBuf,
+    tmp_dir: PathBuf,
+    /// Byte-budget LRU index.
+    pub lru: DiskLru,
+    chunk_size: usize,
+    tmp_seq: AtomicU64,
+}
+
+/// Result of a disk lookup.
+pub enum DiskLookup {
+    /// Body small enough to read whole; already verified.
+    Small(EntryMeta, Vec<u8>),
+    /// Body to stream; verified, file positioned at the body start.
+    Large(EntryMeta, File),
+}
+
+fn identity(file: &File) -> io::Result<Verified> {
+    let m = file.metadata()?;
+    Ok((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
+
+impl DiskTier {
+    /// Open (creating) the cache directory. Does not scan it; see [`Self::rebuild_index`].
+    pub fn open(dir: &Path, max_capacity: u64, chunk_size: usize) -> io::Result<Self> {
+        let tmp_dir = dir.join("tmp");
+        fs::create_dir_all(&tmp_dir)?;
+        Ok(DiskTier {
+            dir: dir.to_path_buf(),
+            tmp_dir,
+            lru: DiskLru::new(max_capacity),
+            chunk_size,
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Streaming read size.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    fn path(&self, hash: &str) -> PathBuf {
+        entry::entry_path(&self.dir, hash)
+    }
+
+    /// Delete the file and index slot of an entry that failed its integrity check.
+    fn reject(&self, hash: &str, why: &EntryError) {
+        tracing::warn!(hash, error = %why, "cache entry failed integrity check, removing");
+        METRICS.integrity_failures.inc();
+        self.lru.remove(hash);
+        let _ = fs::remove_file(self.path(hash));
+        self.report();
+    }
+
+    /// Blocking lookup. Bodies up to `small_limit` are read whole and verified; larger ones
+    /// are verified by a streaming pass (skipped when this exact file was verified before)
+    /// and returned as an open file. Corrupt entries are removed, counted and reported as
+    /// a miss.
+    pub fn lookup_blocking(&self, hash: &str, small_limit: u64) -> io::Result<Option<DiskLookup>> {
+        let mut file = match File::open(self.path(hash)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = match entry::read_meta(&mut file) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject(hash, &e);
+                return Ok(None);
+            }
+        };
+        let size = meta.header.file_len();
+        if !self.lru.touch(hash) {
+            // Found before the background rebuild indexed it (or written by a previous run).
+            self.lru.admit_rebuilt(hash, &meta.key, size);
+        }
+        if meta.header.body_len <= small_limit {
+            return match entry::read_body_verified(&mut file, &meta.header) {
+                Ok(body) => Ok(Some(DiskLookup::Small(meta, body))),
+                Err(e) => {
+                    self.reject(hash, &e);
+                    Ok(None)
+                }
+            };
+        }
+        let id = identity(&file)?;
+        if self.lru.verified(hash) != Some(id) {
+            if let Err(e) = entry::verify_body_streaming(&mut file, &meta.header, self.chunk_size) {
+                self.reject(hash, &e);
+                return Ok(None);
+            }
+            self.lru.set_verified(hash, id);
+            file.seek(SeekFrom::Start(meta.header.body_offset()))?;
+        }
+        Ok(Some(DiskLookup::Large(meta, file)))
+    }
+
+    /// Remove an entry (purge); returns whether a file existed.
+    pub fn remove(&self, hash: &str) -> bool {
+        self.lru.remove(hash);
+        let existed = fs::remove_file(self.path(hash)).is_ok();
+        self.report();
+        existed
+    }
+
+    fn delete_victims(&self, victims: Vec<String>) {
+        for v in victims {
+            let _ = fs::remove_file(self.path(&v));
+            METRICS.evictions.with_label_values(&["disk"]).inc();
+        }
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.tmp_dir.join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Start writing an entry into a temp file.
+    pub fn writer(&self, hash: &str, url: &str, internal: &[u8], header: &[u8]) -> io::Result<DiskWriter> {
+        let tmp_path = self.tmp_path();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        let mut w = DiskWriter {
+            file: None,
+            tmp_path,
+            hash: hash.to_string(),
+            url: url.to_string(),
+            header: EntryHeader {
+                internal_len: len_u32(internal.len())?,
+                header_len: len_u32(header.len())?,
+                key_len: len_u32(url.len())?,
+                body_len: 0,
+                body_sha256: [0; 32],
+                meta_sha256: entry::meta_digest(internal, header, url.as_bytes()),
+            },
+            hasher: Sha256::new(),
+            committed: false,
+        };
+        file.write_all(&[0u8; FIXED_LEN])?;
+        file.write_all(internal)?;
+        file.write_all(header)?;
+        file.write_all(url.as_bytes())?;
+        w.file = Some(file);
+        Ok(w)
+    }
+
+    /// Blocking: replace the meta of a stored entry (revalidation), copying the body into a
+    /// new temp file and renaming it over the old one. Returns false when there is no entry.
+    pub fn rewrite_meta_blocking(&self, hash: &str, internal: &[u8], header: &[u8]) -> io::Result<bool> {
+        let mut old = match File::open(self.path(hash)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let meta = match entry::read_meta(&mut old) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject(hash, &e);
+                return Ok(false);
+            }
+        };
+        let mut w = self.writer(hash, &meta.key, internal, header)?;
+        let mut buf = vec![0u8; self.chunk_size];
+        loop {
+            let n = old.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        if w.header.body_len != meta.header.body_len || w.hasher.clone().finalize()[..] != meta.header.body_sha256 {
+            self.reject(hash, &EntryError::Corrupt("body checksum mismatch"));
+            return Ok(false);
+        }
+        w.commit(self)?;
+        Ok(true)
+    }
+
+    /// Blocking: walk the cache directory, index every valid entry (meta only, bodies are
+    /// verified lazily on first read), delete leftover temp files and corrupt prefixes, then
+    /// evict down to the budget.
+    pub fn rebuild_index(&self) {
+        if let Ok(rd) = fs::read_dir(&self.tmp_dir) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p == self.tmp_dir {
+                    continue;
+                }
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let Some(hash) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                    continue;
+                };
+                let Ok(mut f) = File::open(&p) else { continue };
+                match entry::read_meta(&mut f) {
+                    Ok(m) => self.lru.admit_rebuilt(&hash, &m.key, m.header.file_len()),
+                    Err(err) => self.reject(&hash, &err),
+                }
+            }
+        }
+        let victims = self.lru.over_budget();
+        self.delete_victims(victims);
+        self.report();
+        tracing::info!(entries = self.lru.totals().0, "disk cache index rebuilt");
+    }
+
+    /// Publish entry count and bytes to the metrics.
+    pub fn report(&self) {
+        let (n, b) = self.lru.totals();
+        METRICS
+            .entries
+            .with_label_values(&["disk"])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        METRICS
+            .stored_bytes
+            .with_label_values(&["disk"])
+            .set(i64::try_from(b).unwrap_or(i64::MAX));
+    }
+}
+
+fn len_u32(n: usize) -> io::Result<u32> {
+    u32::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "meta too long"))
+}
+
+/// An entry being written. Dropped without [`DiskWriter::commit`], it deletes its temp file
+/// and leaves no entry.
+pub struct DiskWriter {
+    file: Option<File>,
+    tmp_path: PathBuf,
+    hash: String,
+    url: String,
+    header: EntryHeader,
+    hasher: Sha256,
+    committed: bool,
+}
+
+impl DiskWriter {
+    /// Append body bytes.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer already committed"))?;
+        f.write_all(data)?;
+        self.hasher.update(data);
+        self.header.body_len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Body bytes written so far.
+    pub fn body_len(&self) -> u64 {
+        self.header.body_len
+    }
+
+    /// Fill in the prefix, rename into place and admit into the index (evicting to budget).
+    /// Returns the file size.
+    pub fn commit(mut self, tier: &DiskTier) -> io::Result<u64> {
+        let mut f = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer already committed"))?;
+        self.header.body_sha256 = self.hasher.clone().finalize().into();
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&self.header.encode())?;
+        f.flush()?;
+        let id = identity(&f)?;
+        drop(f);
+        let final_path = tier.path(&self.hash);
+        if let Some(parent) = final_path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(&self.tmp_path, &final_path)?;
+        self.committed = true;
+        let size = self.header.file_len();
+        let victims = tier.lru.admit(&self.hash, &self.url, size, Some(id));
+        tier.delete_victims(victims);
+        tier.report();
+        Ok(size)
+    }
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Memory tier: a moka cache of small, hot objects, bounded by bytes.
+//!
+//! `max_capacity` is in bytes because the `weigher` returns each entry's body + meta size.
+//! Entries hold the body as [`Bytes`] so a hit hands out zero-copy slices. Moka evicts on its
+//! own (TinyLFU); evictions are counted, explicit removals are not evictions.
+
+use crate::metrics::METRICS;
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+use std::sync::Arc;
+
+/// One object held in memory.
+#[derive(Debug)]
+pub struct MemEntry {
+    /// `CacheMeta` internal half.
+    pub internal: Vec<u8>,
+    /// `CacheMeta` header half.
+    pub header: Vec<u8>,
+    /// The whole body.
+    pub body: Bytes,
+    /// Primary key (URL), for purge by prefix.
+    pub url: String,
+}
+
+impl MemEntry {
+    fn weight(&self) -> u32 {
+        let w = self.body.len() + self.internal.len() + self.header.len() + self.url.len();
+        u32::try_from(w).unwrap_or(u32::MAX)
+    }
+}
+
+/// The memory tier, keyed by the hex cache key hash.
+pub struct MemoryTier {
+    cache: Cache<String, Arc<MemEntry>>,
+}
+
+impl MemoryTier {
+    /// A tier holding at most `max_capacity` bytes.
+    pub fn new(max_capacity: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_capacity)
+            .weigher(|_k: &String, v: &Arc<MemEntry>| v.weight())
+            .eviction_listener(|_k, _v, cause| {
+                if matches!(cause, RemovalCause::Size) {
+                    METRICS.evictions.with_label_values(&["memory"]).inc();
+                }
+            })
+            .build();
+        MemoryTier { cache }
+    }
+
+    /// Look up an entry.
+    pub fn get(&self, hash: &str) -> Option<Arc<MemEntry>> {
+        self.cache.get(hash)
+    }
+
+    /// Insert or replace an entry.
+    pub fn insert(&self, hash: String, entry: Arc<MemEntry>) {
+        self.cache.insert(hash, entry);
+    }
+
+    /// Remove an entry (purge/invalidate); returns whether it was present.
+    pub fn remove(&self, hash: &str) -> bool {
+        self.cache.remove(hash).is_some()
+    }
+
+    /// Hashes of entries whose URL starts with `prefix`.
+    pub fn hashes_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.cache
+            .iter()
+            .filter(|(_, v)| v.url.starts_with(prefix))
+            .map(|(k, _)| (*k).clone())
+            .collect()
+    }
+
+    /// Publish entry count and weighted size to the metrics.
+    pub fn report(&self) {
+        self.cache.run_pending_tasks();
+        METRICS
+            .entries
+            .with_label_values(&["memory"])
+            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+        METRICS
+            .stored_bytes
+            .with_label_values(&["memory"])
+            .set(i64::try_from(self.cache.weighted_size()).unwrap_or(i64::MAX));
+    }
+}

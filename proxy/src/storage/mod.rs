@@ -1,0 +1,476 @@
+//! Tiered cache storage: our [`Storage`] implementation over a memory tier (moka, small and
+//! hot objects) and a disk tier (every object, one file each).
+//!
+//! - `lookup` tries memory, then disk. A disk hit on a body up to
+//!   `cache.memory.max_object_size` is read whole, verified and promoted to memory; larger
+//!   bodies are verified by a streaming pass and then streamed in `cache.disk.chunk_size`
+//!   reads, never held whole in RAM.
+//! - `get_miss_handler` streams the body to a disk temp file (and buffers it when it is small
+//!   enough for memory); only `finish` makes it visible. A miss handler dropped before
+//!   `finish` leaves no entry in either tier.
+//! - `purge` removes an entry from both tiers (invalidation or eviction requested by pingora);
+//!   budget eviction happens inside each tier and is counted separately.
+//! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
+//! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
+
+pub mod disk;
+pub mod entry;
+pub mod memory;
+
+use crate::config::CacheSettings;
+use crate::metrics::METRICS;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use disk::{DiskLookup, DiskTier, DiskWriter};
+use memory::{MemEntry, MemoryTier};
+use pingora::cache::key::{CacheHashKey, CacheKey};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheMeta, Storage};
+use pingora::{Error, ErrorType, Result};
+use std::any::Any;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+/// The cache key for a request URL (path and query). GET and HEAD share it; the edge talks
+/// to one origin service, so the host is not part of the key.
+pub fn cache_key(url: &str) -> CacheKey {
+    CacheKey::new(url, "")
+}
+
+fn internal_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    ctx: &'static str,
+    e: E,
+) -> Box<Error> {
+    Error::because(ErrorType::InternalError, ctx, e)
+}
+
+/// Memory + disk storage.
+pub struct TieredStorage {
+    memory: MemoryTier,
+    disk: DiskTier,
+    mem_max_object: u64,
+}
+
+impl TieredStorage {
+    /// Open the tiers. The disk index is not rebuilt here; call [`Self::start_rebuild`].
+    pub fn new(cfg: &CacheSettings) -> io::Result<Self> {
+        Ok(TieredStorage {
+            memory: MemoryTier::new(cfg.memory_max_capacity.get()),
+            disk: DiskTier::open(
+                &cfg.dir,
+                cfg.disk_max_capacity.get(),
+                cfg.disk_chunk_size.get(),
+            )?,
+            mem_max_object: cfg.memory_max_object_size,
+        })
+    }
+
+    /// Rebuild the disk index on a background thread; lookups work meanwhile because they
+    /// open entry files by path.
+    pub fn start_rebuild(&'static self) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("komora-index".to_string())
+            .spawn(move || self.disk.rebuild_index())
+    }
+
+    /// (entries, bytes) indexed on disk.
+    pub fn disk_totals(&self) -> (u64, u64) {
+        self.disk.lru.totals()
+    }
+
+    /// Refresh the per-tier gauges.
+    pub fn report(&self) {
+        self.memory.report();
+        self.disk.report();
+    }
+
+    async fn remove_hash(&'static self, hash: String) -> bool {
+        let in_mem = self.memory.remove(&hash);
+        let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(&hash))
+            .await
+            .unwrap_or(false);
+        if in_mem {
+            METRICS.purges.with_label_values(&["memory"]).inc();
+        }
+        if on_disk {
+            METRICS.purges.with_label_values(&["disk"]).inc();
+        }
+        in_mem || on_disk
+    }
+
+    /// Invalidate one URL in both tiers; returns whether anything was stored.
+    pub async fn purge_url(&'static self, url: &str) -> bool {
+        self.remove_hash(cache_key(url).combined()).await
+    }
+
+    /// Invalidate every stored URL starting with `prefix`; returns how many were removed.
+    pub async fn purge_prefix(&'static self, prefix: &str) -> usize {
+        let mut hashes = self.memory.hashes_with_prefix(prefix);
+        hashes.extend(self.disk.lru.hashes_with_prefix(prefix));
+        hashes.sort();
+        hashes.dedup();
+        let mut n = 0;
+        for h in hashes {
+            if self.remove_hash(h).await {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Hit handler for an in-memory body: hands out zero-copy slices of one [`Bytes`].
+pub struct MemHit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+    tier: &'static str,
+}
+
+/// Hit handler streaming a large body from its file in chunks.
+pub struct DiskHit {
+    file: File,
+    body_offset: u64,
+    body_len: u64,
+    pos: u64,
+    end: u64,
+    chunk: usize,
+    need_seek: bool,
+}
+
+/// The hit handler of [`TieredStorage`].
+pub enum TieredHit {
+    /// Served from memory (or just promoted from disk).
+    Mem(MemHit),
+    /// Streamed from disk.
+    Disk(DiskHit),
+}
+
+impl TieredHit {
+    fn mem(body: Bytes, tier: &'static str) -> Self {
+        let end = body.len();
+        TieredHit::Mem(MemHit {
+            body,
+            start: 0,
+            end,
+            done: false,
+            tier,
+        })
+    }
+}
+
+impl DiskHit {
+    fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.need_seek {
+            self.file
+                .seek(SeekFrom::Start(self.body_offset + self.pos))?;
+            self.need_seek = false;
+        }
+        let n = usize::try_from((self.end - self.pos).min(self.chunk as u64)).unwrap_or(self.chunk);
+        let mut buf = BytesMut::zeroed(n);
+        self.file.read_exact(&mut buf)?;
+        self.pos += n as u64;
+        Ok(Some(buf.freeze()))
+    }
+}
+
+#[async_trait]
+impl HandleHit for TieredHit {
+    /// Returns the body in one slice (memory) or chunk by chunk (disk); `None` at the end.
+    /// A disk read error ends the response with an error rather than serving short data.
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            TieredHit::Mem(m) => {
+                if m.done {
+                    return Ok(None);
+                }
+                m.done = true;
+                METRICS
+                    .bytes_served
+                    .with_label_values(&[m.tier])
+                    .inc_by((m.end - m.start) as u64);
+                Ok(Some(m.body.slice(m.start..m.end)))
+            }
+            TieredHit::Disk(d) => {
+                let chunk = d
+                    .read_chunk()
+                    .map_err(|e| internal_err("disk cache read", e))?;
+                if let Some(c) = &chunk {
+                    METRICS
+                        .bytes_served
+                        .with_label_values(&["disk"])
+                        .inc_by(c.len() as u64);
+                }
+                Ok(chunk)
+            }
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    /// Restrict the following reads to `start..end` (end exclusive, clamped to the body).
+    /// Resets the reader so one handler serves several ranges (multipart).
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        match self {
+            TieredHit::Mem(m) => {
+                let len = m.body.len();
+                if start >= len {
+                    return Error::e_explain(ErrorType::InternalError, "seek start out of range");
+                }
+                m.start = start;
+                m.end = end.map_or(len, |e| e.min(len));
+                m.done = false;
+            }
+            TieredHit::Disk(d) => {
+                if start as u64 >= d.body_len {
+                    return Error::e_explain(ErrorType::InternalError, "seek start out of range");
+                }
+                d.pos = start as u64;
+                d.end = end.map_or(d.body_len, |e| (e as u64).min(d.body_len));
+                d.need_seek = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            TieredHit::Mem(m) => m.body.len(),
+            TieredHit::Disk(d) => usize::try_from(d.body_len).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Miss handler: streams into a disk temp file, buffering small bodies for memory.
+pub struct TieredMiss {
+    storage: &'static TieredStorage,
+    hash: String,
+    url: String,
+    internal: Vec<u8>,
+    header: Vec<u8>,
+    writer: Option<DiskWriter>,
+    mem_buf: Option<Vec<Bytes>>,
+    buffered: u64,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    /// Append body bytes to the temp file. Nothing is visible to lookups until `finish`.
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
+        w.write(&data)
+            .map_err(|e| internal_err("disk cache write", e))?;
+        if let Some(buf) = &mut self.mem_buf {
+            self.buffered += data.len() as u64;
+            if self.buffered <= self.storage.mem_max_object {
+                buf.push(data);
+            } else {
+                self.mem_buf = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit: rename the disk entry into place (evicting to budget) and, for small bodies,
+    /// insert into memory. On error the temp file is removed and no entry exists.
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let w = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
+        let body_len = w.body_len();
+        let size = w
+            .commit(&self.storage.disk)
+            .map_err(|e| internal_err("disk cache commit", e))?;
+        if let Some(chunks) = self.mem_buf.take() {
+            let body = if chunks.len() == 1 {
+                chunks.into_iter().next().unwrap_or_default()
+            } else {
+                let mut b = BytesMut::with_capacity(usize::try_from(body_len).unwrap_or(0));
+                for c in chunks {
+                    b.extend_from_slice(&c);
+                }
+                b.freeze()
+            };
+            self.storage.memory.insert(
+                self.hash.clone(),
+                Arc::new(MemEntry {
+                    internal: std::mem::take(&mut self.internal),
+                    header: std::mem::take(&mut self.header),
+                    body,
+                    url: std::mem::take(&mut self.url),
+                }),
+            );
+        }
+        Ok(MissFinishType::Created(usize::try_from(size).unwrap_or(usize::MAX)))
+    }
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    /// Memory first, then disk (on the blocking pool). Corrupt disk entries are removed,
+    /// counted and reported as a miss (`Ok(None)`); I/O errors are errors.
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined();
+        if let Some(e) = self.memory.get(&hash) {
+            let meta = CacheMeta::deserialize(&e.internal, &e.header)?;
+            return Ok(Some((meta, Box::new(TieredHit::mem(e.body.clone(), "memory")))));
+        }
+        let h = hash.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            self.disk.lookup_blocking(&h, self.mem_max_object)
+        })
+        .await
+        .map_err(|e| internal_err("disk lookup task", e))?
+        .map_err(|e| internal_err("disk lookup", e))?;
+        match found {
+            None => Ok(None),
+            Some(DiskLookup::Small(m, body)) => {
+                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
+                    METRICS.integrity_failures.inc();
+                    self.disk.remove(&hash);
+                    return Ok(None);
+                };
+                let body = Bytes::from(body);
+                self.memory.insert(
+                    hash,
+                    Arc::new(MemEntry {
+                        internal: m.internal,
+                        header: m.resp_header,
+                        body: body.clone(),
+                        url: m.key,
+                    }),
+                );
+                Ok(Some((meta, Box::new(TieredHit::mem(body, "disk")))))
+            }
+            Some(DiskLookup::Large(m, file)) => {
+                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
+                    METRICS.integrity_failures.inc();
+                    self.disk.remove(&hash);
+                    return Ok(None);
+                };
+                let hit = DiskHit {
+                    file,
+                    body_offset: m.header.body_offset(),
+                    body_len: m.header.body_len,
+                    pos: 0,
+                    end: m.header.body_len,
+                    chunk: self.disk.chunk_size(),
+                    need_seek: false,
+                };
+                Ok(Some((meta, Box::new(TieredHit::Disk(hit)))))
+            }
+        }
+    }
+
+    /// Serialize the meta and open a disk temp file for the body.
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined();
+        let (internal, header) = meta.serialize()?;
+        let url = String::from_utf8_lossy(key.primary_key()).into_owned();
+        let writer = self
+            .disk
+            .writer(&hash, &url, &internal, &header)
+            .map_err(|e| internal_err("disk cache create", e))?;
+        Ok(Box::new(TieredMiss {
+            storage: self,
+            hash,
+            url,
+            internal,
+            header,
+            writer: Some(writer),
+            mem_buf: Some(Vec::new()),
+            buffered: 0,
+        }))
+    }
+
+    /// Remove the entry from both tiers.
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if self.remove_hash(target.key().combined()).await {
+            Ok(PurgeOutcome::Purged(None))
+        } else {
+            Ok(PurgeOutcome::NotFound)
+        }
+    }
+
+    /// Replace the stored meta in both tiers, keeping the body. `Ok(false)` when the entry is
+    /// gone (e.g. evicted meanwhile).
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined();
+        let (internal, header) = meta.serialize()?;
+        let mut updated = false;
+        if let Some(e) = self.memory.get(&hash) {
+            self.memory.insert(
+                hash.clone(),
+                Arc::new(MemEntry {
+                    internal: internal.clone(),
+                    header: header.clone(),
+                    body: e.body.clone(),
+                    url: e.url.clone(),
+                }),
+            );
+            updated = true;
+        }
+        let on_disk = tokio::task::spawn_blocking(move || {
+            self.disk.rewrite_meta_blocking(&hash, &internal, &header)
+        })
+        .await
+        .map_err(|e| internal_err("disk update task", e))?
+        .map_err(|e| internal_err("disk update_meta", e))?;
+        Ok(updated || on_disk)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
