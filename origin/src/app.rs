@@ -1,15 +1,141 @@
 //! Builds the HTTP application: routes, shared state, and the listener it serves on.
 //!
-//! SKELETON — owned by the origin API work (issue 2).
+//! `App::build` is what `komora-origin serve` runs; tests call `App::from_state` with their
+//! own database and store and a listener on port 0, then read the real port back.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::media::store::MediaStore;
 
 /// State shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
+    /// Where media bytes live.
+    pub media: MediaStore,
+}
+
+impl AppState {
+    /// The public URL of the media with this sha256.
+    pub fn media_url(&self, sha256: &str) -> String {
+        format!("{}/media/{sha256}", self.config.media.public_base_url)
+    }
+}
+
+/// The whole router: `/api`, `/media`, probes and the queue's routes.
+pub fn router(state: AppState) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(crate::api::health::healthz))
+        .route("/readyz", get(crate::api::health::readyz))
+        .layer(axum::middleware::map_response(
+            |mut resp: axum::response::Response| async move {
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            },
+        ));
+    Router::new()
+        .merge(crate::api::routes(&state))
+        .route(
+            "/media/{id}",
+            get(crate::media::serve::serve).head(crate::media::serve::serve),
+        )
+        .merge(probes)
+        .merge(crate::queue::routes())
+        .with_state(state)
+}
+
+/// A built application bound to its listener, ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects the database (migrating it) and the object store from `config`; binds
+    /// `listener` or, when `None`, `server.listen`.
+    pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<App> {
+        let db = Db::connect(&config.database.url, &config.database.pool).await?;
+        let media = crate::media::store::open(&config.media.store)?;
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(config.server.listen).await?,
+        };
+        Ok(App::from_state(
+            AppState {
+                db,
+                config: Arc::new(config),
+                media,
+            },
+            listener,
+        ))
+    }
+
+    /// An app over ready-made state.
+    pub fn from_state(state: AppState, listener: TcpListener) -> App {
+        App { listener, state }
+    }
+
+    /// The address actually bound (the real port when configured with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let worker = crate::queue::start_in_server(&self.state);
+        let app = router(self.state);
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Some(w) = worker {
+            w.abort();
+        }
+        result
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

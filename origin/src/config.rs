@@ -5,6 +5,9 @@
 //! collects every problem with its key path instead of stopping at the first, so
 //! `komora-origin --check-config FILE` can list them all.
 //!
+//! `[server]`, `[database]` and `[media]` are declared here; secrets can also come from the
+//! environment (see [`apply_env`]) so they need not live in the file.
+//!
 //! Sections owned by other modules (`[queue]`, `[worker]`, `[ai]`, `[platforms.*]`) are
 //! declared in `crate::queue::config` and validated there.
 
@@ -57,6 +60,9 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
+    pub server: ServerFile,
+    pub database: DatabaseFile,
+    pub media: MediaFile,
     pub queue: crate::queue::config::QueueFile,
     pub ai: crate::queue::config::AiFile,
     pub platforms: crate::queue::config::PlatformsFile,
@@ -65,6 +71,9 @@ pub struct ConfigFile {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub media: MediaConfig,
     pub queue: crate::queue::config::QueueConfig,
     pub ai: crate::queue::config::AiConfig,
     pub platforms: crate::queue::config::PlatformsConfig,
@@ -73,6 +82,9 @@ pub struct Config {
 impl ConfigFile {
     /// Validates every section, collecting all errors.
     pub fn validate(&self, errors: &mut Vec<ConfigError>) -> Option<Config> {
+        let server = self.server.validate("server", errors);
+        let database = self.database.validate("database", errors);
+        let media = self.media.validate("media", errors);
         let queue = self.queue.validate("queue", errors);
         let ai = self.ai.validate("ai", errors);
         let platforms = self.platforms.validate("platforms", errors);
@@ -80,6 +92,9 @@ impl ConfigFile {
             return None;
         }
         Some(Config {
+            server: server?,
+            database: database?,
+            media: media?,
             queue: queue?,
             ai: ai?,
             platforms: platforms?,
@@ -95,15 +110,26 @@ impl Config {
             file: file.clone(),
             errors: vec![ConfigError::new("<file>", format!("cannot read: {e}"))],
         })?;
-        Config::parse(&file, &text)
+        Config::parse_with_env(&file, &text, |k| std::env::var(k).ok())
     }
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-        let raw: ConfigFile = toml::from_str(text).map_err(|e| ConfigErrors {
+        Config::parse_with_env(file, text, |_| None)
+    }
+
+    /// Like [`Config::parse`], then overrides keys from the environment (see [`apply_env`])
+    /// before validating. `env` looks a variable up (`|k| std::env::var(k).ok()` in prod).
+    pub fn parse_with_env(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut raw: ConfigFile = toml::from_str(text).map_err(|e| ConfigErrors {
             file: file.to_string(),
             errors: vec![toml_error(e)],
         })?;
+        apply_env(&mut raw, env);
         let mut errors = Vec::new();
         match raw.validate(&mut errors) {
             Some(config) if errors.is_empty() => Ok(config),
@@ -125,4 +151,322 @@ fn toml_error(e: toml::de::Error) -> ConfigError {
     // toml's message already names the unknown or mistyped key; keep it on one line.
     let reason = e.message().replace('\n', " ");
     ConfigError::new("<toml>", reason)
+}
+
+/// Overrides from the environment, applied over the file (secrets belong here, not in git):
+///
+/// - `KOMORA_LISTEN` → `server.listen`
+/// - `KOMORA_DATABASE_URL` → `database.url`
+/// - `KOMORA_MEDIA_STORE_URL` → `media.store_url`
+/// - `KOMORA_S3_ENDPOINT`, `KOMORA_S3_REGION`, `KOMORA_S3_ACCESS_KEY_ID`,
+///   `KOMORA_S3_SECRET_ACCESS_KEY` → `media.s3.*`
+///
+/// Standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT`, …) are read by the S3 client itself; `media.s3.*` keys win over them.
+pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
+    if let Some(v) = env("KOMORA_LISTEN") {
+        raw.server.listen = v;
+    }
+    if let Some(v) = env("KOMORA_DATABASE_URL") {
+        raw.database.url = v;
+    }
+    if let Some(v) = env("KOMORA_MEDIA_STORE_URL") {
+        raw.media.store_url = v;
+    }
+    if let Some(v) = env("KOMORA_S3_ENDPOINT") {
+        raw.media.s3.endpoint = Some(v);
+    }
+    if let Some(v) = env("KOMORA_S3_REGION") {
+        raw.media.s3.region = Some(v);
+    }
+    if let Some(v) = env("KOMORA_S3_ACCESS_KEY_ID") {
+        raw.media.s3.access_key_id = Some(v);
+    }
+    if let Some(v) = env("KOMORA_S3_SECRET_ACCESS_KEY") {
+        raw.media.s3.secret_access_key = Some(v);
+    }
+}
+
+/// Pushes an error unless `min <= v <= max`.
+fn check_range<T: PartialOrd + fmt::Display>(
+    key: &str,
+    v: T,
+    min: T,
+    max: T,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    if v < min || v > max {
+        errors.push(ConfigError::new(
+            key,
+            format!("{v} is out of range {min}..={max}"),
+        ));
+        false
+    } else {
+        true
+    }
+}
+
+/// `[server]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    /// Address and port the HTTP API listens on. Default `"127.0.0.1:8080"`; any
+    /// `IP:PORT` (port 0 picks a free port). Env `KOMORA_LISTEN`.
+    pub listen: String,
+    /// Largest JSON request body, bytes. Default 1048576 (1 MiB); 1024..=67108864.
+    /// Media uploads have their own limit, `media.max_upload_bytes`.
+    pub json_body_limit_bytes: u64,
+    /// How long a graceful shutdown waits for in-flight requests, milliseconds.
+    /// Default 10000; 0..=600000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: "127.0.0.1:8080".into(),
+            json_body_limit_bytes: 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    pub json_body_limit: usize,
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl ServerFile {
+    fn validate(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<ServerConfig> {
+        let listen = match self.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    format!("{key}.listen"),
+                    format!("{:?} is not IP:PORT: {e}", self.listen),
+                ));
+                None
+            }
+        };
+        let limit_ok = check_range(
+            &format!("{key}.json_body_limit_bytes"),
+            self.json_body_limit_bytes,
+            1024,
+            64 * 1024 * 1024,
+            errors,
+        );
+        let grace_ok = check_range(
+            &format!("{key}.shutdown_grace_ms"),
+            self.shutdown_grace_ms,
+            0,
+            600_000,
+            errors,
+        );
+        if !(limit_ok && grace_ok) {
+            return None;
+        }
+        Some(ServerConfig {
+            listen: listen?,
+            json_body_limit: usize::try_from(self.json_body_limit_bytes).ok()?,
+            shutdown_grace: std::time::Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}
+
+/// `[database]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseFile {
+    /// Database URL: `sqlite://PATH` (file and folder created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`. Default `"sqlite://var/komora.db"`.
+    /// Env `KOMORA_DATABASE_URL` (put PostgreSQL passwords there, not in the file).
+    pub url: String,
+    /// Most connections the pool opens. Default 10; 1..=1000.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing, milliseconds.
+    /// Default 5000; 100..=600000.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseFile {
+    fn default() -> Self {
+        DatabaseFile {
+            url: "sqlite://var/komora.db".into(),
+            max_connections: 10,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Validated `[database]`.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub pool: crate::db::PoolSettings,
+}
+
+impl DatabaseFile {
+    fn validate(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<DatabaseConfig> {
+        let mut ok = true;
+        if crate::db::Backend::from_url(&self.url).is_none() {
+            errors.push(ConfigError::new(
+                format!("{key}.url"),
+                "unsupported scheme (use sqlite:// or postgres://)",
+            ));
+            ok = false;
+        }
+        ok &= check_range(
+            &format!("{key}.max_connections"),
+            self.max_connections,
+            1,
+            1000,
+            errors,
+        );
+        ok &= check_range(
+            &format!("{key}.acquire_timeout_ms"),
+            self.acquire_timeout_ms,
+            100,
+            600_000,
+            errors,
+        );
+        ok.then(|| DatabaseConfig {
+            url: self.url.clone(),
+            pool: crate::db::PoolSettings {
+                max_connections: self.max_connections,
+                acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            },
+        })
+    }
+}
+
+/// `[media]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaFile {
+    /// Where media bytes live: `file://PATH` (a local folder, created if missing; relative
+    /// paths are relative to the working directory) or `s3://BUCKET` (see `[media.s3]`).
+    /// Default `"file://var/media"`. Env `KOMORA_MEDIA_STORE_URL`.
+    pub store_url: String,
+    /// Largest upload accepted by `POST /api/media`, bytes. Default 52428800 (50 MiB);
+    /// 1..=5368709120 (5 GiB).
+    pub max_upload_bytes: u64,
+    /// Prefix of media URLs returned by the API, e.g. `"https://cdn.example.com"`; empty
+    /// means relative URLs (`/media/<sha256>`). Default `""`; must not end with `/`.
+    pub public_base_url: String,
+    /// S3 settings, used when `store_url` is `s3://…`.
+    pub s3: S3File,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        MediaFile {
+            store_url: "file://var/media".into(),
+            max_upload_bytes: 50 * 1024 * 1024,
+            public_base_url: String::new(),
+            s3: S3File::default(),
+        }
+    }
+}
+
+/// `[media.s3]` as written. Every key is optional; unset keys fall back to `AWS_*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3File {
+    /// S3-compatible endpoint, e.g. `"http://127.0.0.1:9000"` for MinIO. Default: AWS.
+    /// Env `KOMORA_S3_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// Region. Default `AWS_REGION` or `"us-east-1"`. Env `KOMORA_S3_REGION`.
+    pub region: Option<String>,
+    /// Access key id. Default `AWS_ACCESS_KEY_ID`. Env `KOMORA_S3_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key. Default `AWS_SECRET_ACCESS_KEY`. Env `KOMORA_S3_SECRET_ACCESS_KEY`
+    /// (prefer the environment: never commit secrets).
+    pub secret_access_key: Option<String>,
+    /// Allow a plain `http://` endpoint (local test servers). Default `false`.
+    pub allow_http: bool,
+}
+
+/// Where the validated media store lives.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// A local folder.
+    Local(std::path::PathBuf),
+    /// An S3 bucket with its settings.
+    S3 { bucket: String, s3: S3File },
+}
+
+/// Validated `[media]`.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub store: StoreLocation,
+    pub max_upload_bytes: u64,
+    pub public_base_url: String,
+}
+
+impl MediaFile {
+    fn validate(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<MediaConfig> {
+        let store = if let Some(path) = self.store_url.strip_prefix("file://") {
+            if path.is_empty() {
+                errors.push(ConfigError::new(format!("{key}.store_url"), "empty path"));
+                None
+            } else {
+                Some(StoreLocation::Local(path.into()))
+            }
+        } else if let Some(bucket) = self.store_url.strip_prefix("s3://") {
+            let bucket = bucket.trim_end_matches('/');
+            if bucket.is_empty() || bucket.contains('/') {
+                errors.push(ConfigError::new(
+                    format!("{key}.store_url"),
+                    "expected s3://BUCKET (no path)",
+                ));
+                None
+            } else {
+                Some(StoreLocation::S3 {
+                    bucket: bucket.to_string(),
+                    s3: self.s3.clone(),
+                })
+            }
+        } else {
+            errors.push(ConfigError::new(
+                format!("{key}.store_url"),
+                format!("{:?}: use file://PATH or s3://BUCKET", self.store_url),
+            ));
+            None
+        };
+        if let Some(endpoint) = &self.s3.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                errors.push(ConfigError::new(
+                    format!("{key}.s3.endpoint"),
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        let size_ok = check_range(
+            &format!("{key}.max_upload_bytes"),
+            self.max_upload_bytes,
+            1,
+            5 * 1024 * 1024 * 1024,
+            errors,
+        );
+        let base_ok = if self.public_base_url.ends_with('/') {
+            errors.push(ConfigError::new(
+                format!("{key}.public_base_url"),
+                "must not end with /",
+            ));
+            false
+        } else {
+            true
+        };
+        if !(size_ok && base_ok) {
+            return None;
+        }
+        Some(MediaConfig {
+            store: store?,
+            max_upload_bytes: self.max_upload_bytes,
+            public_base_url: self.public_base_url.clone(),
+        })
+    }
 }

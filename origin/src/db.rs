@@ -143,3 +143,34 @@ fn prepare_sqlite_url(url: &str) -> Result<String, sqlx::Error> {
         Ok(format!("{url}?mode=rwc"))
     }
 }
+
+tokio::task_local! {
+    /// Statements run by the current task, counted when a test scopes it (see
+    /// [`note_statement`]): this proves "constant statements per request" without relying on
+    /// where a driver logs (SQLite runs statements on its own worker thread).
+    pub static STATEMENTS: std::cell::Cell<u64>;
+}
+
+/// Counts one statement in [`STATEMENTS`] if the current task has a counter; every query
+/// the API runs is built through [`query`], which calls this.
+pub fn note_statement() {
+    let _ = STATEMENTS.try_with(|c| c.set(c.get() + 1));
+}
+
+/// A counted `sqlx::query` for static SQL.
+pub fn query(sql: &'static str) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    note_statement();
+    sqlx::query(sql)
+}
+
+/// A counted `sqlx::query` for SQL assembled at run time from constant fragments (never
+/// from input: values always go through `bind`).
+pub fn query_built(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    note_statement();
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+}
+
+/// Now, in Unix milliseconds (the unit of every stored timestamp).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -5,7 +5,12 @@
 //! with its worker (`queue`). `main.rs` only parses the command line and calls into here,
 //! so tests can build the same application on an ephemeral port.
 
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod db;
+pub mod media;
 pub mod queue;
+pub mod seed;
+pub mod store;

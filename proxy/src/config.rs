@@ -52,15 +52,35 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// An address list that may also be written as a single string (`listen = "0.0.0.0:8080"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AddrList {
+    /// `"IP:PORT"`
+    One(String),
+    /// `["IP:PORT", ...]`
+    Many(Vec<String>),
+}
+
+impl AddrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            AddrList::One(s) => vec![s],
+            AddrList::Many(v) => v,
+        }
+    }
+}
+
 /// `[server]`: listeners and pingora server settings.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Plain HTTP listen addresses. Unit: `IP:PORT`. Default `["0.0.0.0:8080"]`. At least one
     /// of `listen` / `tls_listen` must be non-empty.
-    pub listen: Option<Vec<String>>,
-    /// HTTPS listen addresses (rustls, HTTP/2 offered over ALPN). Default `[]` (no TLS).
-    pub tls_listen: Option<Vec<String>>,
+    pub listen: Option<AddrList>,
+    /// HTTPS listen addresses (rustls, HTTP/2 offered over ALPN), a string or a list.
+    /// Default `[]` (no TLS).
+    pub tls_listen: Option<AddrList>,
     /// PEM certificate chain for `tls_listen`. Path. Required when `tls_listen` is non-empty.
     pub tls_cert: Option<String>,
     /// PEM private key for `tls_listen`. Path. Required when `tls_listen` is non-empty.
@@ -128,6 +148,9 @@ pub struct RawCache {
     /// How long a request waits on another request's fill before going to the origin itself.
     /// Milliseconds. Default 10000, range 1..=600000.
     pub lock_wait_timeout_ms: Option<u64>,
+    /// Let readers of an object being filled stream the bytes already written instead of
+    /// waiting for the whole body. Boolean, default true.
+    pub streaming_fill: Option<bool>,
     /// Memory tier.
     pub memory: Option<RawMemory>,
     /// Disk tier.
@@ -234,6 +257,8 @@ pub struct CacheSettings {
     pub disk_max_capacity: NonZeroU64,
     /// Disk streaming chunk size.
     pub disk_chunk_size: NonZeroUsize,
+    /// Streaming partial reads of fills.
+    pub streaming_fill: bool,
 }
 
 /// What a route does with requests.
@@ -333,9 +358,9 @@ impl Checker {
     }
 
     fn host_port(&mut self, key: &str, s: &str) -> Option<String> {
-        let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
-            !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
-        });
+        let ok = s
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             self.err(key, format!("must be HOST:PORT, got {s:?}"));
             return None;
@@ -396,8 +421,8 @@ impl RawConfig {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(l) = &o.listen {
             let s = self.server.get_or_insert_with(Default::default);
-            s.listen = Some(vec![l.clone()]);
-            s.tls_listen = Some(Vec::new());
+            s.listen = Some(AddrList::One(l.clone()));
+            s.tls_listen = Some(AddrList::Many(Vec::new()));
         }
         if let Some(origin) = &o.origin {
             self.upstream.get_or_insert_with(Default::default).origins = Some(vec![origin.clone()]);
@@ -415,7 +440,9 @@ impl RawConfig {
         let mut c = Checker { errors: Vec::new() };
 
         let s = self.server.unwrap_or_default();
-        let listen_raw = s.listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
+        let listen_raw = s
+            .listen
+            .map_or_else(|| vec!["0.0.0.0:8080".to_string()], AddrList::into_vec);
         let listen: Vec<SocketAddr> = listen_raw
             .iter()
             .enumerate()
@@ -423,13 +450,17 @@ impl RawConfig {
             .collect();
         let tls_listen: Vec<SocketAddr> = s
             .tls_listen
+            .map(AddrList::into_vec)
             .unwrap_or_default()
             .iter()
             .enumerate()
             .filter_map(|(i, a)| c.addr(&format!("server.tls_listen[{i}]"), a))
             .collect();
         if listen_raw.is_empty() && tls_listen.is_empty() {
-            c.err("server.listen", "at least one of listen / tls_listen is required");
+            c.err(
+                "server.listen",
+                "at least one of listen / tls_listen is required",
+            );
         }
         let tls_cert_key = if tls_listen.is_empty() {
             None
@@ -523,13 +554,18 @@ impl RawConfig {
         if mem_cap == 0 {
             c.err("cache.memory.max_capacity", "must be > 0");
         }
-        let mem_obj = c.range(
-            "cache.memory.max_object_size",
-            m.max_object_size,
-            1 << 20,
-            0,
-            mem_cap.max(1),
-        );
+        // Only meaningful against a valid capacity; a zero capacity is reported above.
+        let mem_obj = if mem_cap == 0 {
+            m.max_object_size.unwrap_or(0)
+        } else {
+            c.range(
+                "cache.memory.max_object_size",
+                m.max_object_size,
+                (1 << 20u64).min(mem_cap),
+                0,
+                mem_cap,
+            )
+        };
         let d = k.disk.unwrap_or_default();
         let disk_cap = d.max_capacity.unwrap_or(10 << 30);
         if disk_cap == 0 {
@@ -551,6 +587,7 @@ impl RawConfig {
                 1,
                 600_000,
             )),
+            streaming_fill: k.streaming_fill.unwrap_or(true),
             memory_max_capacity: nz_u64(mem_cap),
             memory_max_object_size: mem_obj,
             disk_max_capacity: nz_u64(disk_cap),
@@ -581,18 +618,20 @@ impl RawConfig {
         for (i, r) in raw_routes.into_iter().enumerate() {
             let key = |f: &str| format!("route[{i}].{f}");
             let prefix = match r.prefix {
-                Some(p) if p.starts_with('/') => p,
+                Some(p) if p.starts_with('/') => Some(p),
                 Some(p) => {
                     c.err(key("prefix"), format!("must start with '/', got {p:?}"));
-                    continue;
+                    None
                 }
                 None => {
                     c.err(key("prefix"), "required");
-                    continue;
+                    None
                 }
             };
-            if routes.iter().any(|x: &Route| x.prefix == prefix) {
-                c.err(key("prefix"), format!("duplicate prefix {prefix:?}"));
+            if let Some(p) = &prefix {
+                if routes.iter().any(|x: &Route| &x.prefix == p) {
+                    c.err(key("prefix"), format!("duplicate prefix {p:?}"));
+                }
             }
             let mode = match r.mode.as_deref().unwrap_or("cache") {
                 "cache" => RouteMode::Cache,
@@ -617,6 +656,7 @@ impl RawConfig {
                 0,
             );
             let cma = secs(&mut c, "client_max_age_secs", r.client_max_age_secs, 0);
+            let Some(prefix) = prefix else { continue };
             routes.push(Route {
                 prefix,
                 mode,
@@ -626,14 +666,11 @@ impl RawConfig {
                 client_max_age: (!cma.is_zero()).then_some(cma),
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
         let a = self.admin.unwrap_or_default();
         let admin = AdminSettings {
-            listen: a
-                .listen
-                .as_deref()
-                .and_then(|l| c.addr("admin.listen", l)),
+            listen: a.listen.as_deref().and_then(|l| c.addr("admin.listen", l)),
             token_env: match a.token_env {
                 Some(t) if t.is_empty() => {
                     c.err("admin.token_env", "must not be empty");

@@ -60,7 +60,13 @@ impl DiskLru {
 
     /// Record a newly written entry (replacing any previous one for `hash`) as most recently
     /// used, and return the entries that must be deleted to get back under budget.
-    pub fn admit(&self, hash: &str, url: &str, size: u64, verified: Option<Verified>) -> Vec<String> {
+    pub fn admit(
+        &self,
+        hash: &str,
+        url: &str,
+        size: u64,
+        verified: Option<Verified>,
+    ) -> Vec<String> {
         let mut g = self.lock();
         g.live_seq += 1;
         let seq = g.live_seq;
@@ -79,7 +85,14 @@ impl DiskLru {
         Self::insert(&mut g, hash, url, size, seq, None);
     }
 
-    fn insert(g: &mut Inner, hash: &str, url: &str, size: u64, seq: u64, verified: Option<Verified>) {
+    fn insert(
+        g: &mut Inner,
+        hash: &str,
+        url: &str,
+        size: u64,
+        seq: u64,
+        verified: Option<Verified>,
+    ) {
         if let Some(old) = g.map.remove(hash) {
             g.order.remove(&old.seq);
             g.bytes = g.bytes.saturating_sub(old.size);

@@ -1,1 +1,75 @@
-fn main() {}
+//! `komora-edge`: parse flags, load and validate the config, run the pingora server.
+
+use clap::Parser;
+use komora_proxy::config::{EdgeConfig, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "komora-edge",
+    about = "Komora caching edge for the CRM media origin"
+)]
+struct Args {
+    /// Config file (flat TOML, see config/edge.toml). Built-in defaults when omitted.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE, print every error with its key path, and exit (0 when valid).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Listen address, replaces server.listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Origin HOST:PORT, replaces upstream.origins.
+    #[arg(long, alias = "upstream", value_name = "HOST:PORT")]
+    origin: Option<String>,
+    /// Cache directory, replaces cache.dir.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<String>,
+    /// Admin listen address, replaces admin.listen.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,pingora_cache::meta=error")
+            }),
+        )
+        .init();
+    let args = Args::parse();
+    let overrides = Overrides {
+        listen: args.listen,
+        origin: args.origin,
+        cache_dir: args.cache_dir,
+        admin_listen: args.admin_listen,
+    };
+    if let Some(path) = args.check_config {
+        return match EdgeConfig::load(Some(&path), &Overrides::default()) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match EdgeConfig::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match komora_proxy::server::build(config) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("komora-edge: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

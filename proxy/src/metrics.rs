@@ -39,7 +39,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["cache_status"],
     )?;
     let bytes_served = IntCounterVec::new(
-        Opts::new("komora_edge_bytes_served_total", "Body bytes served by tier"),
+        Opts::new(
+            "komora_edge_bytes_served_total",
+            "Body bytes served by tier",
+        ),
         &["tier"],
     )?;
     let entries = IntGaugeVec::new(

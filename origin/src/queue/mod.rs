@@ -1,10 +1,27 @@
 //! Durable priority task queues in the origin's own database, and the worker that runs them.
 //!
-//! SKELETON — owned by the queue work (issue 4). The signatures below are the contract the
-//! API and the CLI code against; their bodies are to be written.
+//! A task is a row of `tasks` (see `migrations/*/0002_task_queue.sql`): enqueued inside the
+//! caller's transaction, claimed under a lease that a heartbeat renews, and finished as
+//! `done`, retried with backoff, or kept as `dead`. Delivery is at-least-once; handlers that
+//! must not repeat an effect (sending a message) check for it first.
+//!
+//! Files: `store` (the SQL), `worker` (claim/run/record loop), `routing` (weighted
+//! round-robin), `backoff`, `tasks/*` (the kinds), `platform` (messaging platform HTTP
+//! adapters), `hours` (autobot working hours), `webhook` (inbound messages), `admin`
+//! (`GET /admin/queues`), `metrics`, `cli` (`worker`, `queue …`, `doctor`), `config`.
 
+pub mod admin;
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod hours;
+pub mod metrics;
+pub mod platform;
+pub mod routing;
+pub mod store;
+pub mod tasks;
+pub mod webhook;
+pub mod worker;
 
 use serde_json::Value;
 
@@ -40,19 +57,65 @@ pub async fn enqueue(
     config: &config::QueueConfig,
     task: NewTask,
 ) -> Result<i64, sqlx::Error> {
-    let _ = (conn, config, task);
-    Err(sqlx::Error::Protocol(
-        "task queue not implemented yet".into(),
-    ))
+    store::enqueue_at(conn, config, task, store::now_ms()).await
+}
+
+impl NewTask {
+    /// A task of `kind` with `payload`, due now, without an idempotency key.
+    pub fn new(kind: &str, payload: Value) -> NewTask {
+        NewTask {
+            kind: kind.into(),
+            payload,
+            idempotency_key: None,
+            run_at_ms: None,
+        }
+    }
+
+    /// Answer inbound message `message_id` with the autobot if the office is closed.
+    pub fn process_ai_reply(message_id: i64) -> NewTask {
+        NewTask {
+            kind: "process_ai_reply".into(),
+            payload: serde_json::json!({ "message_id": message_id }),
+            idempotency_key: Some(format!("process_ai_reply:{message_id}")),
+            run_at_ms: None,
+        }
+    }
+
+    /// Fetch `url` (given by the platform) and store it as media `media_id`.
+    pub fn download_media(media_id: i64, url: &str) -> NewTask {
+        NewTask {
+            kind: "download_and_save_media".into(),
+            payload: serde_json::json!({ "media_id": media_id, "url": url }),
+            idempotency_key: Some(format!("download_and_save_media:{media_id}")),
+            run_at_ms: None,
+        }
+    }
 }
 
 /// Routes the queue adds to the origin's HTTP app (`/webhooks/{platform}`, `/admin/queues`).
 pub fn routes() -> axum::Router<crate::app::AppState> {
+    metrics::init();
     axum::Router::new()
+        .route(
+            "/webhooks/{platform}",
+            axum::routing::post(webhook::receive),
+        )
+        .route("/admin/queues", axum::routing::get(admin::queues))
 }
 
 /// Starts the worker inside the server process when `[queue] worker_in_server` says so.
+/// The worker runs until the runtime shuts down (or the handle is aborted); leases make an
+/// abrupt end safe, since unfinished tasks return to the queue when their lease expires.
 pub fn start_in_server(state: &crate::app::AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = state;
-    None
+    if !state.config.queue.worker_in_server {
+        return None;
+    }
+    let mut ctx = tasks::TaskContext::new(state.db.clone(), state.config.clone());
+    ctx.media = Some(state.media.clone());
+    let worker = std::sync::Arc::new(worker::Worker::new(ctx));
+    Some(tokio::spawn(async move {
+        // The sender lives in this task: the worker stops only with it.
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        worker.run(rx).await;
+    }))
 }

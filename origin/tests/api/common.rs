@@ -131,3 +131,185 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A running origin on 127.0.0.1 with a fresh admin key, over a test database.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub client: reqwest::Client,
+    /// Bearer token of an admin key created for this app.
+    pub admin_key: String,
+    pub state: komora_origin::app::AppState,
+    _media_dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The default config with test-friendly tweaks applied by `edit`.
+pub fn test_config(
+    edit: impl FnOnce(&mut komora_origin::config::ConfigFile),
+) -> komora_origin::config::Config {
+    let mut raw = komora_origin::config::ConfigFile::default();
+    edit(&mut raw);
+    let mut errors = Vec::new();
+    raw.validate(&mut errors)
+        .unwrap_or_else(|| panic!("test config invalid: {errors:?}"))
+}
+
+/// Builds the real app over `t` with media in a temporary local folder.
+pub async fn spawn_app(t: &TestDb) -> TestApp {
+    spawn_app_with(t, |_| {}, None).await
+}
+
+/// Like [`spawn_app`], with a config edit and optionally a ready-made media store.
+pub async fn spawn_app_with(
+    t: &TestDb,
+    edit: impl FnOnce(&mut komora_origin::config::ConfigFile),
+    store: Option<komora_origin::media::store::MediaStore>,
+) -> TestApp {
+    use komora_origin::app::{App, AppState};
+    let dir = tempfile::tempdir().unwrap();
+    let media_dir = dir.path().to_path_buf();
+    let config = test_config(|raw| {
+        raw.media.store_url = format!("file://{}", media_dir.display());
+        edit(raw);
+    });
+    let media = match store {
+        Some(s) => s,
+        None => komora_origin::media::store::open(&config.media.store).unwrap(),
+    };
+    let state = AppState {
+        db: t.db.clone(),
+        config: std::sync::Arc::new(config),
+        media,
+    };
+    let (_, admin_key) = komora_origin::store::api_keys::create(&state.db, "test-admin", true)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = App::from_state(state.clone(), listener);
+    let addr = app.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        admin_key,
+        state,
+        _media_dir: Some(dir),
+        shutdown: Some(tx),
+    }
+}
+
+impl TestApp {
+    /// GET with the admin bearer token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST JSON with the admin bearer token.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads bytes to `/api/media`.
+    pub async fn upload(&self, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/media?filename=f.bin", self.base))
+            .bearer_auth(&self.admin_key)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A small data set: ids of what [`fixture`] created.
+pub struct Fixture {
+    pub office: i64,
+    /// Conversations, oldest activity first.
+    pub conversations: Vec<i64>,
+    pub clients: Vec<i64>,
+}
+
+/// Creates one office and `n` conversations (platforms cycling), each with `m` messages
+/// alternating in/out starting with in, at increasing times; conversation i's messages are
+/// newer than conversation i-1's.
+pub async fn fixture(db: &Db, n: usize, m: usize) -> Fixture {
+    use komora_origin::store::{clients, messages, PLATFORMS};
+    let mut tx = db.pool.begin().await.unwrap();
+    let office = clients::create_office(&mut tx, "Warsaw", "Europe/Warsaw")
+        .await
+        .unwrap();
+    let mut conversations = Vec::new();
+    let mut client_ids = Vec::new();
+    let base = 1_700_000_000_000i64;
+    for i in 0..n {
+        let client = clients::create_client(
+            &mut tx,
+            &format!("Client{i} Kowalska"),
+            Some(&format!("+4850000{i:04}")),
+            Some(&format!("client{i}@example.com")),
+        )
+        .await
+        .unwrap();
+        let platform = PLATFORMS[i % PLATFORMS.len()];
+        let conv = clients::create_conversation(
+            &mut tx,
+            platform,
+            client,
+            Some(office),
+            &format!("chat-{i}"),
+        )
+        .await
+        .unwrap();
+        // Conversations created "now" have a later activity than these old messages:
+        // reset so ordering follows the messages.
+        sqlx::query("UPDATE conversations SET last_activity_at = $1 WHERE id = $2")
+            .bind(base + (i as i64) * 1_000_000)
+            .bind(conv)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for k in 0..m {
+            let mut msg = if k % 2 == 0 {
+                messages::NewMessage::inbound(conv, format!("hello {i}/{k}"))
+            } else {
+                messages::NewMessage::outbound(conv, format!("reply {i}/{k}"))
+            };
+            msg.created_at = base + (i as i64) * 1_000_000 + (k as i64 + 1) * 1000;
+            messages::insert_message(&mut tx, &msg).await.unwrap();
+        }
+        conversations.push(conv);
+        client_ids.push(client);
+    }
+    tx.commit().await.unwrap();
+    Fixture {
+        office,
+        conversations,
+        clients: client_ids,
+    }
+}

@@ -137,7 +137,13 @@ impl DiskTier {
     }
 
     /// Start writing an entry into a temp file.
-    pub fn writer(&self, hash: &str, url: &str, internal: &[u8], header: &[u8]) -> io::Result<DiskWriter> {
+    pub fn writer(
+        &self,
+        hash: &str,
+        url: &str,
+        internal: &[u8],
+        header: &[u8],
+    ) -> io::Result<DiskWriter> {
         let tmp_path = self.tmp_path();
         let mut file = OpenOptions::new()
             .write(true)
@@ -169,7 +175,12 @@ impl DiskTier {
 
     /// Blocking: replace the meta of a stored entry (revalidation), copying the body into a
     /// new temp file and renaming it over the old one. Returns false when there is no entry.
-    pub fn rewrite_meta_blocking(&self, hash: &str, internal: &[u8], header: &[u8]) -> io::Result<bool> {
+    pub fn rewrite_meta_blocking(
+        &self,
+        hash: &str,
+        internal: &[u8],
+        header: &[u8],
+    ) -> io::Result<bool> {
         let mut old = match File::open(self.path(hash)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -191,7 +202,9 @@ impl DiskTier {
             }
             w.write(&buf[..n])?;
         }
-        if w.header.body_len != meta.header.body_len || w.hasher.clone().finalize()[..] != meta.header.body_sha256 {
+        if w.header.body_len != meta.header.body_len
+            || w.hasher.clone().finalize()[..] != meta.header.body_sha256
+        {
             self.reject(hash, &EntryError::Corrupt("body checksum mismatch"));
             return Ok(false);
         }
@@ -283,6 +296,16 @@ impl DiskWriter {
     /// Body bytes written so far.
     pub fn body_len(&self) -> u64 {
         self.header.body_len
+    }
+
+    /// The temp file being written (streaming readers open it).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Offset of the first body byte in the file.
+    pub fn body_offset(&self) -> u64 {
+        self.header.body_offset()
     }
 
     /// Fill in the prefix, rename into place and admit into the index (evicting to budget).

@@ -141,7 +141,9 @@ pub fn read_meta(file: &mut File) -> Result<EntryMeta, EntryError> {
         .map_err(|_| EntryError::Corrupt("short prefix"))?;
     let header = EntryHeader::decode(&fixed)?;
     if file.metadata()?.len() != header.file_len() {
-        return Err(EntryError::Corrupt("file length does not match body length"));
+        return Err(EntryError::Corrupt(
+            "file length does not match body length",
+        ));
     }
     let mut meta = vec![0u8; header.meta_len()];
     file.read_exact(&mut meta)
@@ -203,7 +205,9 @@ pub fn read_body_verified(file: &mut File, header: &EntryHeader) -> Result<Vec<u
 pub fn entry_path(dir: &Path, hash_hex: &str) -> PathBuf {
     let n = hash_hex.len();
     let l1 = hash_hex.get(n.saturating_sub(1)..).unwrap_or("0");
-    let l2 = hash_hex.get(n.saturating_sub(3)..n.saturating_sub(1)).unwrap_or("00");
+    let l2 = hash_hex
+        .get(n.saturating_sub(3)..n.saturating_sub(1))
+        .unwrap_or("00");
     dir.join(l1).join(l2).join(hash_hex)
 }
 

@@ -12,9 +12,12 @@
 //!   budget eviction happens inside each tier and is counted separately.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
+//! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
+//!   as they arrive (see `storage/fill.rs`); such partial hits are not seekable.
 
 pub mod disk;
 pub mod entry;
+pub mod fill;
 pub mod memory;
 
 use crate::config::CacheSettings;
@@ -22,6 +25,7 @@ use crate::metrics::METRICS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use disk::{DiskLookup, DiskTier, DiskWriter};
+use fill::{Fill, FillHit, FillState, Fills};
 use memory::{MemEntry, MemoryTier};
 use pingora::cache::key::{CacheHashKey, CacheKey};
 use pingora::cache::storage::{
@@ -54,6 +58,8 @@ pub struct TieredStorage {
     memory: MemoryTier,
     disk: DiskTier,
     mem_max_object: u64,
+    fills: Fills,
+    streaming: bool,
 }
 
 impl TieredStorage {
@@ -67,6 +73,8 @@ impl TieredStorage {
                 cfg.disk_chunk_size.get(),
             )?,
             mem_max_object: cfg.memory_max_object_size,
+            fills: Fills::default(),
+            streaming: cfg.streaming_fill,
         })
     }
 
@@ -87,6 +95,13 @@ impl TieredStorage {
     pub fn report(&self) {
         self.memory.report();
         self.disk.report();
+    }
+
+    fn fill_hit(&self, hash: &str, id: Option<u64>) -> Option<(CacheMeta, HitHandler)> {
+        let fill = self.fills.find(hash, id)?;
+        let meta = CacheMeta::deserialize(&fill.internal, &fill.header).ok()?;
+        let reader = fill.reader(self.disk.chunk_size())?;
+        Some((meta, Box::new(TieredHit::Fill(reader))))
     }
 
     async fn remove_hash(&'static self, hash: String) -> bool {
@@ -150,6 +165,8 @@ pub enum TieredHit {
     Mem(MemHit),
     /// Streamed from disk.
     Disk(DiskHit),
+    /// Read while being filled.
+    Fill(FillHit),
 }
 
 impl TieredHit {
@@ -212,6 +229,16 @@ impl HandleHit for TieredHit {
                 }
                 Ok(chunk)
             }
+            TieredHit::Fill(f) => {
+                let chunk = f.read().await?;
+                if let Some(c) = &chunk {
+                    METRICS
+                        .bytes_served
+                        .with_label_values(&["fill"])
+                        .inc_by(c.len() as u64);
+                }
+                Ok(chunk)
+            }
         }
     }
 
@@ -225,7 +252,7 @@ impl HandleHit for TieredHit {
     }
 
     fn can_seek(&self) -> bool {
-        true
+        !matches!(self, TieredHit::Fill(_))
     }
 
     /// Restrict the following reads to `start..end` (end exclusive, clamped to the body).
@@ -249,14 +276,22 @@ impl HandleHit for TieredHit {
                 d.end = end.map_or(d.body_len, |e| (e as u64).min(d.body_len));
                 d.need_seek = true;
             }
+            TieredHit::Fill(_) => {
+                return Error::e_explain(ErrorType::InternalError, "partial hit cannot seek");
+            }
         }
         Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        !matches!(self, TieredHit::Fill(_))
     }
 
     fn get_eviction_weight(&self) -> usize {
         match self {
             TieredHit::Mem(m) => m.body.len(),
             TieredHit::Disk(d) => usize::try_from(d.body_len).unwrap_or(usize::MAX),
+            TieredHit::Fill(_) => 0,
         }
     }
 
@@ -279,6 +314,19 @@ pub struct TieredMiss {
     writer: Option<DiskWriter>,
     mem_buf: Option<Vec<Bytes>>,
     buffered: u64,
+    fill: Option<Arc<Fill>>,
+    tag: [u8; 8],
+}
+
+impl Drop for TieredMiss {
+    /// Dropped before `finish`: readers of the fill end with an error; the disk writer
+    /// deletes its temp file, so no entry is left.
+    fn drop(&mut self) {
+        if let Some(f) = self.fill.take() {
+            f.set(FillState::Failed);
+            self.storage.fills.end(&self.hash, f.id);
+        }
+    }
 }
 
 #[async_trait]
@@ -291,6 +339,10 @@ impl HandleMiss for TieredMiss {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
         w.write(&data)
             .map_err(|e| internal_err("disk cache write", e))?;
+        let written = w.body_len();
+        if let Some(f) = &self.fill {
+            f.set(FillState::Partial(written));
+        }
         if let Some(buf) = &mut self.mem_buf {
             self.buffered += data.len() as u64;
             if self.buffered <= self.storage.mem_max_object {
@@ -313,6 +365,10 @@ impl HandleMiss for TieredMiss {
         let size = w
             .commit(&self.storage.disk)
             .map_err(|e| internal_err("disk cache commit", e))?;
+        if let Some(f) = self.fill.take() {
+            f.set(FillState::Complete(body_len));
+            self.storage.fills.end(&self.hash, f.id);
+        }
         if let Some(chunks) = self.mem_buf.take() {
             let body = if chunks.len() == 1 {
                 chunks.into_iter().next().unwrap_or_default()
@@ -333,7 +389,13 @@ impl HandleMiss for TieredMiss {
                 }),
             );
         }
-        Ok(MissFinishType::Created(usize::try_from(size).unwrap_or(usize::MAX)))
+        Ok(MissFinishType::Created(
+            usize::try_from(size).unwrap_or(usize::MAX),
+        ))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        self.fill.as_ref().map(|_| &self.tag[..])
     }
 }
 
@@ -347,17 +409,26 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined();
+        // An object being filled wins over a stored copy: the stored one is expired (or
+        // about to be replaced), and the fill is what the cache lock handed readers to.
+        if self.streaming {
+            if let Some(hit) = self.fill_hit(&hash, None) {
+                return Ok(Some(hit));
+            }
+        }
         if let Some(e) = self.memory.get(&hash) {
             let meta = CacheMeta::deserialize(&e.internal, &e.header)?;
-            return Ok(Some((meta, Box::new(TieredHit::mem(e.body.clone(), "memory")))));
+            return Ok(Some((
+                meta,
+                Box::new(TieredHit::mem(e.body.clone(), "memory")),
+            )));
         }
         let h = hash.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            self.disk.lookup_blocking(&h, self.mem_max_object)
-        })
-        .await
-        .map_err(|e| internal_err("disk lookup task", e))?
-        .map_err(|e| internal_err("disk lookup", e))?;
+        let found =
+            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
+                .await
+                .map_err(|e| internal_err("disk lookup task", e))?
+                .map_err(|e| internal_err("disk lookup", e))?;
         match found {
             None => Ok(None),
             Some(DiskLookup::Small(m, body)) => {
@@ -398,6 +469,27 @@ impl Storage for TieredStorage {
         }
     }
 
+    /// The reader for this request's own fill (identified by the write tag).
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined();
+        let id = streaming_write_tag
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes);
+        match id.and_then(|id| self.fill_hit(&hash, Some(id))) {
+            Some(hit) => Ok(Some(hit)),
+            None => self.lookup(key, trace).await,
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        self.streaming
+    }
+
     /// Serialize the meta and open a disk temp file for the body.
     async fn get_miss_handler(
         &'static self,
@@ -412,6 +504,16 @@ impl Storage for TieredStorage {
             .disk
             .writer(&hash, &url, &internal, &header)
             .map_err(|e| internal_err("disk cache create", e))?;
+        let fill = self.streaming.then(|| {
+            self.fills.start(
+                &hash,
+                writer.tmp_path().to_path_buf(),
+                writer.body_offset(),
+                internal.clone(),
+                header.clone(),
+            )
+        });
+        let tag = fill.as_ref().map_or(0, |f| f.id).to_be_bytes();
         Ok(Box::new(TieredMiss {
             storage: self,
             hash,
@@ -421,6 +523,8 @@ impl Storage for TieredStorage {
             writer: Some(writer),
             mem_buf: Some(Vec::new()),
             buffered: 0,
+            fill,
+            tag,
         }))
     }
 

@@ -1,0 +1,73 @@
+//! `GET /admin/queues`: queue counts as JSON for operators, behind an admin API key.
+//!
+//! The bearer token is checked against `api_keys` by its sha256 hex (the table never holds
+//! a token), and the key must be an unrevoked admin key.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::store;
+use crate::app::AppState;
+use crate::db::Db;
+
+/// Whether `headers` carry `Authorization: Bearer <token>` of an unrevoked admin key.
+pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error> {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(false);
+    };
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let row = sqlx::query(
+        "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL AND is_admin = TRUE",
+    )
+    .bind(hash)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+/// The handler: per-queue counts, oldest due age, and the most recent dead tasks.
+pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match is_admin(&state.db, &headers).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an admin API key is required (Authorization: Bearer <key>)",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin auth query failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "storage", "database error");
+        }
+    }
+    let now = store::now_ms();
+    let stats = match store::stats(&state.db, now).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "queue stats failed");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "storage", "database error");
+        }
+    };
+    super::metrics::refresh(&stats);
+    let dead = store::list(&state.db, "dead", 20).await.unwrap_or_default();
+    Json(json!({ "queues": stats, "dead": dead, "now_ms": now })).into_response()
+}

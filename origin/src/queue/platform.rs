@@ -1,0 +1,83 @@
+//! Messaging platform HTTP adapters: send a text to a chat, classify the answer.
+//!
+//! One adapter per platform shape. `telegram` speaks the Bot API
+//! (`POST {base_url}/bot{token}/sendMessage`, answer `{"ok":true,"result":{"message_id":N}}`);
+//! every other configured platform uses the generic JSON shape
+//! (`POST {base_url}/messages` with `Authorization: Bearer {token}`, body
+//! `{"chat_id","text"}`, answer `{"id": …}`). Both send `Idempotency-Key: komora-message-{id}`
+//! so a platform that honours it drops a repeat after a crash between send and record.
+//!
+//! 4xx (other than 408 and 429) means the platform refused the message for good; 5xx,
+//! 408, 429, timeouts and connection errors are worth retrying.
+
+use serde_json::{json, Value};
+
+use super::config::PlatformConfig;
+use super::tasks::TaskError;
+
+/// Turns an HTTP status and body into a task error for non-success answers.
+pub fn classify(status: reqwest::StatusCode, body: &str, what: &str) -> TaskError {
+    let body: String = body.chars().take(300).collect();
+    let msg = format!("{what} answered {status}: {body}");
+    if status.is_client_error()
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+    {
+        TaskError::Permanent(msg)
+    } else {
+        TaskError::Retry(msg)
+    }
+}
+
+/// A transport error (timeout, refused connection) is always retried.
+pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
+    if e.is_timeout() {
+        TaskError::Retry(format!("{what} timed out: {e}"))
+    } else {
+        TaskError::Retry(format!("{what} unreachable: {e}"))
+    }
+}
+
+/// Sends `text` to chat `chat_id`; returns the platform's message id when it gives one.
+pub async fn send_text(
+    http: &reqwest::Client,
+    platform: &PlatformConfig,
+    chat_id: &str,
+    text: &str,
+    message_id: i64,
+) -> Result<Option<String>, TaskError> {
+    let what = format!("platform {}", platform.name);
+    let req = if platform.name == "telegram" {
+        http.post(format!(
+            "{}/bot{}/sendMessage",
+            platform.base_url, platform.token
+        ))
+        .json(&json!({ "chat_id": chat_id, "text": text }))
+    } else {
+        http.post(format!("{}/messages", platform.base_url))
+            .bearer_auth(&platform.token)
+            .json(&json!({ "chat_id": chat_id, "text": text }))
+    };
+    let resp = req
+        .header("Idempotency-Key", format!("komora-message-{message_id}"))
+        .timeout(platform.timeout)
+        .send()
+        .await
+        .map_err(|e| transport(&e, &what))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| transport(&e, &what))?;
+    if !status.is_success() {
+        return Err(classify(status, &body, &what));
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let id = v
+        .pointer("/result/message_id")
+        .or_else(|| v.get("id"))
+        .or_else(|| v.get("message_id"))
+        .and_then(|x| match x {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    Ok(id)
+}

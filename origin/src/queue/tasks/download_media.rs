@@ -1,0 +1,154 @@
+//! `download_and_save_media`: fetch a media URL the platform gave, store it
+//! content-addressed, and link it to its message.
+//!
+//! The body is hashed while it streams in and cut off at the platform's `media_max_bytes`;
+//! the object goes under the same key layout as uploads (`crate::store::media::object_key`),
+//! so identical content is stored once whichever way it arrived. Re-running is harmless:
+//! the media row is keyed by sha256 and the link by (message, media).
+//!
+//! Payload: `{"message_id", "position", "url", "content_type"?, "name"?, "platform"?}`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{payload_i64, TaskContext, TaskError, TaskHandler};
+use crate::queue::platform::{classify, transport};
+use crate::queue::store::ClaimedTask;
+
+pub struct DownloadMedia;
+
+/// Size cap and timeout when the task names no configured platform.
+const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[async_trait::async_trait]
+impl TaskHandler for DownloadMedia {
+    async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError> {
+        let message_id = payload_i64(task, "message_id")?;
+        let position = task
+            .payload
+            .get("position")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let url = task
+            .payload
+            .get("url")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| TaskError::Permanent("payload has no \"url\"".into()))?;
+        let platform = task
+            .payload
+            .get("platform")
+            .and_then(|v| v.as_str())
+            .and_then(|p| ctx.config.platforms.get(p));
+        let (max_bytes, timeout) = platform
+            .map(|p| (p.media_max_bytes, p.timeout))
+            .unwrap_or((DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT));
+        let Some(store) = ctx.media.clone() else {
+            return Err(TaskError::Retry(
+                "no media object store in this worker".into(),
+            ));
+        };
+        match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => {
+                return Err(TaskError::Permanent(format!(
+                    "{url:?} is not an http(s) URL"
+                )))
+            }
+        }
+
+        let resp = ctx
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport(&e, "media download"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(classify(status, &body, "media download"));
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(TaskError::Permanent(format!(
+                "media is larger than {max_bytes} bytes"
+            )));
+        }
+        let content_type = task
+            .payload
+            .get("content_type")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| {
+                resp.headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
+            })
+            .filter(|v| !v.is_empty() && v.len() <= 100)
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let mut hasher = Sha256::new();
+        let mut buf = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport(&e, "media download"))?;
+            if (buf.len() + chunk.len()) as u64 > max_bytes {
+                return Err(TaskError::Permanent(format!(
+                    "media is larger than {max_bytes} bytes"
+                )));
+            }
+            hasher.update(&chunk);
+            buf.extend_from_slice(&chunk);
+        }
+        let sha = hex::encode(hasher.finalize());
+        let size = i64::try_from(buf.len()).unwrap_or(i64::MAX);
+        let key = crate::store::media::object_key(&sha);
+        store
+            .put(
+                &object_store::path::Path::from(key.as_str()),
+                PutPayload::from(buf),
+            )
+            .await
+            .map_err(|e| TaskError::Retry(format!("object store: {e}")))?;
+
+        let now = crate::queue::store::now_ms();
+        let name = task
+            .payload
+            .get("name")
+            .and_then(|v| v.as_str())
+            .map(|s| s.chars().take(255).collect::<String>());
+        let mut tx = ctx.db.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO media (sha256, size, content_type, original_name, object_key, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha.as_str())
+        .bind(size)
+        .bind(content_type)
+        .bind(name)
+        .bind(key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let media_id: i64 = sqlx::query("SELECT id FROM media WHERE sha256 = $1")
+            .bind(sha.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        sqlx::query(
+            "INSERT INTO message_media (message_id, media_id, position) VALUES ($1, $2, $3) \
+             ON CONFLICT (message_id, media_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(media_id)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

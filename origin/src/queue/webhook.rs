@@ -1,0 +1,280 @@
+//! `POST /webhooks/{platform}`: inbound messages from a messaging platform.
+//!
+//! The request is authenticated with the platform's `webhook_secret`, either sent as is in
+//! `X-Komora-Webhook-Secret` or as the HMAC-SHA256 key of the raw body in
+//! `X-Komora-Signature: sha256=<hex>`. A good request stores the message, updates its
+//! conversation (`last_message_id`, `last_activity_at`, `unread_count`) and enqueues its
+//! tasks (`process_ai_reply`, one `download_and_save_media` per attachment) in one
+//! transaction; anything wrong answers 4xx JSON and writes nothing.
+//!
+//! Body (the same normalised shape for every platform; the platform-side relay maps to it):
+//! `{"chat_id": "…", "message_id": "…", "text": "…", "sender": {"name": "…", "phone": "…"},
+//!   "media": [{"url": "…", "content_type": "…", "name": "…"}]}`.
+//! A redelivered webhook (same chat and message id) is answered 200 with `duplicate: true`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::config::PlatformConfig;
+use super::store::{enqueue_at, now_ms};
+use super::NewTask;
+use crate::app::AppState;
+
+/// Inbound message as the webhook receives it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    pub chat_id: String,
+    pub message_id: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub sender: Sender,
+    #[serde(default)]
+    pub media: Vec<InboundMedia>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundMedia {
+    pub url: String,
+    pub content_type: Option<String>,
+    pub name: Option<String>,
+}
+
+/// HMAC-SHA256 (RFC 2104) over `body` with `key`.
+pub fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(body);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request carries the platform's secret or a valid signature of `body`.
+pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8]) -> bool {
+    let secret = platform.webhook_secret.as_bytes();
+    if let Some(given) = headers.get("x-komora-webhook-secret") {
+        return constant_time_eq(given.as_bytes(), secret);
+    }
+    if let Some(sig) = headers.get("x-komora-signature") {
+        let Ok(sig) = sig.to_str() else {
+            return false;
+        };
+        let hex_sig = sig.trim().strip_prefix("sha256=").unwrap_or(sig.trim());
+        let Ok(given) = hex::decode(hex_sig) else {
+            return false;
+        };
+        return constant_time_eq(&given, &hmac_sha256(secret, body));
+    }
+    false
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+/// The handler of `POST /webhooks/{platform}`.
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(platform): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(p) = state.config.platforms.get(&platform) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_platform",
+            format!("platform {platform:?} is not configured"),
+        );
+    };
+    if !authenticate(p, &headers, &body) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing or wrong X-Komora-Webhook-Secret / X-Komora-Signature",
+        );
+    }
+    let inbound: Inbound = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+    };
+    if inbound.chat_id.is_empty() || inbound.message_id.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "chat_id and message_id must not be empty",
+        );
+    }
+    match store_inbound(&state, p, &inbound, now_ms()).await {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, platform, "webhook: could not store message");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage",
+                "could not store the message, retry later",
+            )
+        }
+    }
+}
+
+/// Stores one inbound message and enqueues its tasks in one transaction.
+pub async fn store_inbound(
+    state: &AppState,
+    p: &PlatformConfig,
+    m: &Inbound,
+    now: i64,
+) -> Result<serde_json::Value, sqlx::Error> {
+    let config = &state.config;
+    let mut tx = state.db.pool.begin().await?;
+    let existing =
+        sqlx::query("SELECT id FROM conversations WHERE platform = $1 AND external_chat_id = $2")
+            .bind(p.name.as_str())
+            .bind(m.chat_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let conversation_id: i64 = match existing {
+        Some(row) => row.try_get(0)?,
+        None => {
+            let office_id: Option<i64> = match p.office_id {
+                Some(id) => Some(id),
+                None => sqlx::query("SELECT id FROM offices ORDER BY id LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?,
+            };
+            let name = m
+                .sender
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("{} {}", p.name, m.chat_id));
+            let client_id: i64 = sqlx::query(
+                "INSERT INTO clients (name, phone, email, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING id",
+            )
+            .bind(name)
+            .bind(m.sender.phone.clone())
+            .bind(m.sender.email.clone())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            sqlx::query(
+                "INSERT INTO conversations (platform, client_id, office_id, external_chat_id, \
+                 last_activity_at, unread_count, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5) \
+                 RETURNING id",
+            )
+            .bind(p.name.as_str())
+            .bind(client_id)
+            .bind(office_id)
+            .bind(m.chat_id.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?
+        }
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO messages (conversation_id, direction, text, created_at, delivery_status, \
+         external_id) VALUES ($1, 'in', $2, $3, 'received', $4) \
+         ON CONFLICT (conversation_id, direction, external_id) WHERE external_id IS NOT NULL \
+         DO NOTHING RETURNING id",
+    )
+    .bind(conversation_id)
+    .bind(m.text.as_str())
+    .bind(now)
+    .bind(m.message_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = inserted else {
+        // The platform redelivered a message we already have: nothing to write.
+        let id: i64 = sqlx::query(
+            "SELECT id FROM messages WHERE conversation_id = $1 AND direction = 'in' \
+             AND external_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(m.message_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        tx.rollback().await?;
+        return Ok(json!({
+            "message_id": id, "conversation_id": conversation_id, "duplicate": true, "tasks": []
+        }));
+    };
+    let message_id: i64 = row.try_get(0)?;
+    sqlx::query(
+        "UPDATE conversations SET last_message_id = $1, last_activity_at = $2, \
+         unread_count = unread_count + 1 WHERE id = $3",
+    )
+    .bind(message_id)
+    .bind(now)
+    .bind(conversation_id)
+    .execute(&mut *tx)
+    .await?;
+    let mut tasks = Vec::new();
+    for (position, media) in m.media.iter().enumerate() {
+        let task = NewTask {
+            kind: "download_and_save_media".into(),
+            payload: json!({
+                "message_id": message_id,
+                "position": position,
+                "url": media.url,
+                "content_type": media.content_type,
+                "name": media.name,
+                "platform": p.name,
+            }),
+            idempotency_key: Some(format!("download_and_save_media:{message_id}:{position}")),
+            run_at_ms: None,
+        };
+        tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
+    }
+    if config.ai.enabled && config.ai.channels.contains(&p.name) {
+        let task = NewTask::process_ai_reply(message_id);
+        tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
+    }
+    tx.commit().await?;
+    Ok(json!({
+        "message_id": message_id, "conversation_id": conversation_id, "duplicate": false,
+        "tasks": tasks
+    }))
+}

@@ -1,0 +1,8 @@
+//! The task queue (issue 4): store, worker, routing, tasks, webhook, admin, CLI.
+
+mod bench;
+mod core;
+mod flow;
+mod ops;
+mod process;
+mod support;

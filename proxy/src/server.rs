@@ -1,0 +1,106 @@
+//! Building the pingora [`Server`] from our validated configuration: server settings (threads,
+//! grace period, upgrade socket) come from `edge.toml`, not a pingora YAML file; HTTP and
+//! HTTPS (rustls, h2 over ALPN) listeners; origin peers with TCP health checks; the admin
+//! listener; storage and cache lock as process-lifetime statics.
+
+use crate::admin::AdminApp;
+use crate::config::EdgeConfig;
+use crate::service::Edge;
+use crate::storage::TieredStorage;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::LoadBalancer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The cache directory could not be opened.
+    #[error("cache.dir {0}: {1}")]
+    CacheDir(String, std::io::Error),
+    /// Origin peers could not be set up.
+    #[error("upstream.origins: {0}")]
+    Origins(std::io::Error),
+    /// TLS certificate/key could not be loaded.
+    #[error("server.tls_cert/tls_key: {0}")]
+    Tls(String),
+}
+
+fn server_conf(config: &EdgeConfig) -> ServerConf {
+    let s = &config.server;
+    let grace = s.grace_period.as_secs();
+    ServerConf {
+        threads: s.threads.get(),
+        // pingora waits grace_period_seconds, then gives runtimes
+        // graceful_shutdown_timeout_seconds to stop; split our budget between the two so the
+        // process is gone within `server.grace_period_secs`.
+        grace_period_seconds: Some(grace.saturating_sub(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: s.upgrade_sock.display().to_string(),
+        pid_file: s.pid_file.display().to_string(),
+        ..ServerConf::default()
+    }
+}
+
+/// Build the server with all services; call `run_forever` on the result.
+/// The disk index rebuild starts here in the background; listeners do not wait for it.
+pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
+    let config = Arc::new(config);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+
+    let storage: &'static TieredStorage = Box::leak(Box::new(
+        TieredStorage::new(&config.cache)
+            .map_err(|e| BuildError::CacheDir(config.cache.dir.display().to_string(), e))?,
+    ));
+    if let Err(e) = storage.start_rebuild() {
+        tracing::warn!(error = %e, "could not start the disk index rebuild");
+    }
+    let lock: &'static CacheKeyLockImpl =
+        Box::leak(Box::new(CacheLock::new(config.cache.lock_age_timeout)));
+
+    let mut lb = LoadBalancer::try_from_iter(config.upstream.origins.iter().map(String::as_str))
+        .map_err(BuildError::Origins)?;
+    lb.set_health_check(TcpHealthCheck::new());
+    lb.health_check_frequency = Some(config.upstream.health_check_interval);
+    let health = background_service("origin health check", lb);
+    let upstreams = health.task();
+
+    let edge = Edge {
+        config: config.clone(),
+        storage,
+        lock,
+        upstreams,
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "komora-edge");
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let Some((cert, key)) = &config.server.tls_cert_key {
+        for addr in &config.server.tls_listen {
+            let mut tls =
+                TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
+                    .map_err(|e| BuildError::Tls(e.to_string()))?;
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        }
+    }
+    server.add_service(proxy);
+    server.add_service(health);
+
+    if let Some(addr) = config.admin.listen {
+        let token = std::env::var(&config.admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let mut admin = Service::new("komora-admin".to_string(), AdminApp { storage, token });
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    Ok(server)
+}

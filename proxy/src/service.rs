@@ -1,0 +1,253 @@
+//! The `ProxyHttp` implementation: routes requests to the cache or straight to the origin,
+//! applies [`crate::policy`], tags every response with `X-Cache-Status`, and records metrics.
+//! `/healthz` is answered by the edge itself (container health checks).
+
+use crate::config::{EdgeConfig, Route, RouteMode};
+use crate::metrics::METRICS;
+use crate::policy;
+use crate::storage::{cache_key, TieredStorage};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::cache::key::CacheKey;
+use pingora::cache::lock::CacheKeyLockImpl;
+use pingora::cache::{CacheOptionOverrides, RespCacheable};
+use pingora::http::ResponseHeader;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Shared, process-lifetime state the cache hooks need as `'static` references.
+pub struct Edge {
+    /// Validated configuration.
+    pub config: Arc<EdgeConfig>,
+    /// Tiered storage.
+    pub storage: &'static TieredStorage,
+    /// Cache lock collapsing concurrent misses.
+    pub lock: &'static CacheKeyLockImpl,
+    /// Origin peers with health checks.
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct EdgeCtx {
+    route: Option<Route>,
+    upstream_start: Option<Instant>,
+    status: &'static str,
+    cache_enabled: bool,
+}
+
+fn path_and_query(session: &Session) -> &str {
+    let uri = &session.req_header().uri;
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = EdgeCtx;
+
+    fn new_ctx(&self) -> EdgeCtx {
+        EdgeCtx {
+            status: "BYPASS",
+            ..Default::default()
+        }
+    }
+
+    /// Resolve the route; unsafe methods invalidate the stored URL before passing through.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
+        if session.req_header().uri.path() == "/healthz" {
+            // Liveness for container health checks, answered by the edge itself.
+            let mut resp = ResponseHeader::build(200, Some(2))?;
+            resp.insert_header("content-length", "3")?;
+            resp.insert_header("x-cache-status", "BYPASS")?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::from_static(b"ok\n")), true)
+                .await?;
+            return Ok(true);
+        }
+        ctx.route = self.config.route(session.req_header().uri.path()).cloned();
+        if policy::invalidates(&session.req_header().method) {
+            let url = path_and_query(session).to_string();
+            self.storage.purge_url(&url).await;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut EdgeCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let backend = self
+            .upstreams
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy origin"))?;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.options.connection_timeout = Some(self.config.upstream.connect_timeout);
+        peer.options.read_timeout = Some(self.config.upstream.read_timeout);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// Enable the cache for GET/HEAD on `cache` routes.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<()> {
+        let cacheable_route = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.mode == RouteMode::Cache);
+        if cacheable_route && policy::request_cacheable(session.req_header()) {
+            let mut overrides = CacheOptionOverrides::default();
+            overrides.wait_timeout = Some(self.config.cache.lock_wait_timeout);
+            session
+                .cache
+                .enable(self.storage, None, None, Some(self.lock), Some(overrides));
+            ctx.cache_enabled = true;
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, _ctx: &mut EdgeCtx) -> Result<CacheKey> {
+        Ok(cache_key(path_and_query(session)))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<RespCacheable> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(RespCacheable::Uncacheable(
+                pingora::cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        Ok(policy::response_cacheable(
+            route,
+            session.req_header(),
+            resp,
+        ))
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start.take() {
+            METRICS
+                .origin_latency
+                .observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut EdgeCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            METRICS
+                .bytes_served
+                .with_label_values(&["origin"])
+                .inc_by(b.len() as u64);
+        }
+        Ok(None)
+    }
+
+    /// `X-Cache-Status` on every response; client-facing freshness on routes that set it.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<()> {
+        ctx.status = policy::cache_status(session.cache.phase());
+        resp.insert_header("x-cache-status", ctx.status)?;
+        if let Some(max_age) = ctx.route.as_ref().and_then(|r| r.client_max_age) {
+            policy::apply_client_max_age(resp, max_age)?;
+        }
+        Ok(())
+    }
+
+    /// Serve stale on origin errors (connect/read failures and 5xx) within the entry's
+    /// stale-if-error window, and during stale-while-revalidate (pingora checks the windows).
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut EdgeCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            None => true,
+            Some(e) => {
+                e.esource() == &ErrorSource::Upstream
+                    || matches!(e.etype(), ErrorType::HTTPStatus(c) if *c >= 500)
+                    || matches!(
+                        e.etype(),
+                        ErrorType::ConnectNoRoute
+                            | ErrorType::ConnectTimedout
+                            | ErrorType::ConnectRefused
+                            | ErrorType::ConnectError
+                    )
+            }
+        }
+    }
+
+    /// Error responses also carry `X-Cache-Status` (pingora's default writes a bare error).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut EdgeCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 502,
+            },
+        };
+        ctx.status = policy::cache_status(session.cache.phase());
+        if ctx.cache_enabled && ctx.status == "BYPASS" {
+            // pingora disables the cache when the fill fails; for the client this was a miss.
+            ctx.status = "MISS";
+        }
+        if code > 0 && session.response_written().is_none() {
+            let written = async {
+                let mut resp = ResponseHeader::build(code, Some(3))?;
+                resp.insert_header("content-length", "0")?;
+                resp.insert_header("cache-control", "no-store")?;
+                resp.insert_header("x-cache-status", ctx.status)?;
+                session.write_response_header(Box::new(resp), true).await
+            }
+            .await;
+            if let Err(err) = written {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
+        METRICS.requests.with_label_values(&[ctx.status]).inc();
+        if session.cache.lock_duration().is_some() {
+            METRICS.lock_waits.inc();
+        }
+    }
+}

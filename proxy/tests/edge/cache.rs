@@ -1,0 +1,346 @@
+//! Cache behaviour through the edge: miss → hit, policy, validation, collapsing, Range, stale.
+
+use crate::common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_without_config_file() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/a", body_of(100_000, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+
+    let r1 = get(&edge.url("/media/a"), &[]).await;
+    assert_eq!(r1.status, 200);
+    assert_eq!(r1.cache_status(), "MISS");
+    assert_eq!(r1.sha(), sha);
+    let r2 = get(&edge.url("/media/a"), &[]).await;
+    assert_eq!(r2.status, 200);
+    assert_eq!(r2.cache_status(), "HIT");
+    assert_eq!(r2.sha(), sha);
+    assert_eq!(origin.requests_for("/media/a"), 1);
+    // nginx `expires 7d` on media
+    assert_eq!(
+        r2.header("cache-control"),
+        "public, max-age=604800, immutable"
+    );
+    let expires = httpdate::parse_http_date(r2.header("expires")).unwrap();
+    let ahead = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(ahead > Duration::from_secs(604_700), "{ahead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_never_stored() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    for _ in 0..3 {
+        let r = get(&edge.url("/api/contacts"), &[("authorization", "Bearer x")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.cache_status(), "BYPASS");
+        assert_eq!(r.header("cache-control"), "private, no-store");
+    }
+    assert_eq!(origin.requests_for("/api/contacts"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_no_store_set_cookie_authorization_not_stored() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/media/p",
+        body_of(10, 1),
+        &[("cache-control", "private, max-age=600")],
+    );
+    origin.put("/media/n", body_of(10, 2), &[("cache-control", "no-store")]);
+    origin.put(
+        "/media/c",
+        body_of(10, 3),
+        &[("cache-control", "max-age=600"), ("set-cookie", "s=1")],
+    );
+    origin.put(
+        "/media/auth",
+        body_of(10, 4),
+        &[("cache-control", "max-age=600")],
+    );
+    let pub_sha = origin.put_media("/media/authpub", body_of(10, 5));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    for p in ["/media/p", "/media/n", "/media/c"] {
+        get(&edge.url(p), &[]).await;
+        let r = get(&edge.url(p), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.cache_status(), "HIT", "{p}");
+        assert_eq!(origin.requests_for(p), 2, "{p}");
+    }
+    let auth = [("authorization", "Bearer t")];
+    get(&edge.url("/media/auth"), &auth).await;
+    get(&edge.url("/media/auth"), &auth).await;
+    assert_eq!(origin.requests_for("/media/auth"), 2);
+    // `public` responses to authorized requests are stored
+    get(&edge.url("/media/authpub"), &auth).await;
+    let r = get(&edge.url("/media/authpub"), &auth).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), pub_sha);
+    assert_eq!(origin.requests_for("/media/authpub"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_none_match_answered_304_from_cache() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/e", body_of(5000, 7));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    get(&edge.url("/media/e"), &[]).await;
+    let etag = format!("\"{sha}\"");
+    let r = get(&edge.url("/media/e"), &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = get(&edge.url("/media/e"), &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.sha(), sha);
+    assert_eq!(origin.requests_for("/media/e"), 1);
+    assert_eq!(origin.state.conditional.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_object_revalidated_with_304() {
+    let origin = Origin::start().await;
+    let body = body_of(3000, 9);
+    let sha = sha256_hex(&body);
+    let etag = format!("\"{sha}\"");
+    origin.put(
+        "/media/r",
+        body,
+        &[("cache-control", "public, max-age=1"), ("etag", &etag)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    assert_eq!(get(&edge.url("/media/r"), &[]).await.cache_status(), "MISS");
+    // let max-age=1 run out
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/r"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "REVALIDATED");
+    assert_eq!(r.sha(), sha);
+    assert_eq!(origin.state.not_modified.load(Ordering::SeqCst), 1);
+    let r = get(&edge.url("/media/r"), &[]).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), sha);
+    assert_eq!(origin.requests_for("/media/r"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cold_requests_collapse_to_one_origin_request() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/hot", body_of(200_000, 11));
+    origin.state.delay_ms.store(300, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let url = edge.url("/media/hot");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move { get(&url, &[]).await }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.sha(), sha);
+    }
+    assert_eq!(origin.requests_for("/media/hot"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn range_from_cache_multipart_and_416() {
+    let origin = Origin::start().await;
+    let body = body_of(10_000, 13);
+    origin.put_media("/media/rg", body.clone());
+    let big = body_of(3 << 20, 14);
+    origin.put_media("/media/rgbig", big.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+
+    // a Range request on a miss fills the cache with the whole object
+    let r = get(&edge.url("/media/rg"), &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &body[10..20]);
+    let r = get(&edge.url("/media/rg"), &[]).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), sha256_hex(&body));
+    assert_eq!(origin.requests_for("/media/rg"), 1);
+
+    let r = get(&edge.url("/media/rg"), &[("range", "bytes=9990-")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &body[9990..]);
+    assert_eq!(r.header("content-range"), "bytes 9990-9999/10000");
+
+    let r = get(&edge.url("/media/rg"), &[("range", "bytes=0-1,100-101")]).await;
+    assert_eq!(r.status, 206);
+    assert!(r.header("content-type").starts_with("multipart/byteranges"));
+    let text = r.body.clone();
+    assert!(find_sub(&text, &body[0..2]) && find_sub(&text, &body[100..102]));
+
+    let r = get(&edge.url("/media/rg"), &[("range", "bytes=20000-")]).await;
+    assert_eq!(r.status, 416);
+
+    // large object streamed from disk also seeks
+    get(&edge.url("/media/rgbig"), &[]).await;
+    let r = get(
+        &edge.url("/media/rgbig"),
+        &[("range", "bytes=2000000-2000099")],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(&r.body[..], &big[2_000_000..2_000_100]);
+    assert_eq!(origin.requests_for("/media/rgbig"), 1);
+}
+
+fn find_sub(h: &[u8], n: &[u8]) -> bool {
+    h.windows(n.len()).any(|w| w == n)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_served_when_origin_stopped() {
+    let mut origin = Origin::start().await;
+    let body = body_of(4000, 15);
+    origin.put(
+        "/media/s",
+        body.clone(),
+        &[("cache-control", "public, max-age=1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    assert_eq!(get(&edge.url("/media/s"), &[]).await.cache_status(), "MISS");
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/s"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "STALE");
+    assert_eq!(r.sha(), sha256_hex(&body));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_served_on_origin_5xx() {
+    let origin = Origin::start().await;
+    let body = body_of(4000, 16);
+    origin.put(
+        "/media/s5",
+        body.clone(),
+        &[("cache-control", "public, max-age=1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    get(&edge.url("/media/s5"), &[]).await;
+    origin.state.fail_5xx.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/s5"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "STALE");
+    assert_eq!(r.sha(), sha256_hex(&body));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_methods_pass_through_and_invalidate() {
+    let origin = Origin::start().await;
+    origin.put_media("/media/w", body_of(100, 17));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    get(&edge.url("/media/w"), &[]).await;
+    assert_eq!(get(&edge.url("/media/w"), &[]).await.cache_status(), "HIT");
+    let r = client()
+        .post(edge.url("/media/w"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(get(&edge.url("/media/w"), &[]).await.cache_status(), "MISS");
+    assert_eq!(origin.requests_for("/media/w"), 3);
+}
+
+const SWR_CFG: &str = r#"
+[[route]]
+prefix = "/media/"
+stale_while_revalidate_secs = 60
+client_max_age_secs = 604800
+[[route]]
+prefix = "/"
+mode = "bypass"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
+    let origin = Origin::start().await;
+    let body = body_of(4000, 18);
+    origin.put(
+        "/media/swr",
+        body.clone(),
+        &[("cache-control", "public, max-age=1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(SWR_CFG));
+    get(&edge.url("/media/swr"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/swr"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "UPDATING");
+    assert_eq!(r.sha(), sha256_hex(&body));
+    // exactly one background refresh reaches the origin
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while origin.requests_for("/media/swr") < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.requests_for("/media/swr"), 2);
+    let r = get(&edge.url("/media/swr"), &[]).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), sha256_hex(&body));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_down_without_copy_is_502_with_cache_status() {
+    let mut origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    origin.stop();
+    let r = get(&edge.url("/media/none"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.cache_status(), "MISS");
+    let r = get(&edge.url("/api/none"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.cache_status(), "BYPASS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_reader_streams_an_object_while_it_is_filled() {
+    let origin = Origin::start().await;
+    let body = body_of(2 << 20, 19);
+    let sha = origin.put_media("/media/fill", body);
+    origin.state.trickle_ms.store(150, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let url = edge.url("/media/fill");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url, &[]).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while origin.requests_for("/media/fill") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first request never reached origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resp = client().get(&url).send().await.unwrap();
+    // headers of the second reader arrive while the origin is still sending the body
+    assert_eq!(origin.state.completed.load(Ordering::SeqCst), 0);
+    assert_eq!(resp.status().as_u16(), 200);
+    let second = resp.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&second), sha);
+    assert_eq!(first.await.unwrap().sha(), sha);
+    assert_eq!(origin.requests_for("/media/fill"), 1);
+}

@@ -1,0 +1,9 @@
+//! Integration tests for `komora-edge`: a real origin on port 0, the real binary, a real
+//! cache directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cache;
+mod common;
+mod config;
+mod server;
+mod storage;

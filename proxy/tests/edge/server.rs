@@ -1,0 +1,146 @@
+//! Process-level behaviour: SIGTERM drain, multiple health-checked origins, HTTPS + HTTP/2.
+
+use crate::common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_within_grace_period() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = spawn_edge(
+        origin.addr,
+        &dir.path().join("c"),
+        Some("[server]\ngrace_period_secs = 2\n"),
+    );
+    let start = Instant::now();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(edge.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = start + Duration::from_secs(6);
+    loop {
+        if let Some(status) = edge.child.try_wait().unwrap() {
+            let took = start.elapsed();
+            assert!(took <= Duration::from_secs(3), "took {took:?}, {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unhealthy_origin_is_skipped() {
+    let good = Origin::start().await;
+    let sha = good.put_media("/media/h", body_of(100, 61));
+    let dead = free_port(); // nothing listens here
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[upstream]\norigins = [\"{dead}\", \"{}\"]\nhealth_check_interval_secs = 1\n",
+        good.addr
+    );
+    // --origin would replace the list, so start with the file only
+    let cache = dir.path().join("c");
+    let cfg_path = dir.path().join("e.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .spawn()
+        .unwrap();
+    let _edge = EdgeProc {
+        child,
+        addr,
+        admin: None,
+    };
+    wait_listening(addr);
+    // wait for a health-check round to mark the dead origin down, then every request works
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..6 {
+        let r = get(&format!("http://{addr}/api/{i}"), &[]).await;
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    let r = get(&format!("http://{addr}/media/h"), &[]).await;
+    assert_eq!(r.sha(), sha);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_listener_speaks_h2() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/t", body_of(5000, 62));
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let tls = free_port();
+    let cfg = format!(
+        "[server]\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let cache = dir.path().join("c");
+    let cfg_path = dir.path().join("e.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--origin")
+        .arg(origin.addr.to_string())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .spawn()
+        .unwrap();
+    let _edge = EdgeProc {
+        child,
+        addr: tls,
+        admin: None,
+    };
+    wait_listening(tls);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    for expect in ["MISS", "HIT"] {
+        let r = c
+            .get(format!("https://localhost:{}/media/t", tls.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.headers()["x-cache-status"], expect);
+        assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha);
+    }
+}
