@@ -123,6 +123,7 @@ impl Stack {
         name: &'static str,
         bin: &Path,
         args: &[String],
+        env: &[(&str, &str)],
         logs: &Path,
     ) -> anyhow::Result<u32> {
         let log = logs.join(format!("{name}.log"));
@@ -131,6 +132,7 @@ impl Stack {
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -302,6 +304,16 @@ fn run_to_end(bin: &Path, args: &[String]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `n` random bytes from the kernel, hex encoded: the edge's admin token for this run.
+fn random_hex(n: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The admin key in `keys create` output: its longest hex word.
 fn parse_key(output: &str) -> Option<String> {
     output
@@ -393,8 +405,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         procs: Vec::new(),
         grace: Duration::from_secs(args.grace_seconds),
     };
-    stack.spawn("origin", &origin_bin, &cfg(&["serve"]), &logs)?;
-    stack.spawn("worker", &origin_bin, &cfg(&["worker"]), &logs)?;
+    stack.spawn("origin", &origin_bin, &cfg(&["serve"]), &[], &logs)?;
+    stack.spawn("worker", &origin_bin, &cfg(&["worker"]), &[], &logs)?;
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(2))
@@ -411,27 +423,40 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     // Edge config: config/edge.toml with this machine's ports, paths and certificate.
     let mut edge = read_table(&root.join("config/edge.toml"))?;
-    set(&mut edge, "server.listen", format!("127.0.0.1:{http_port}"));
-    set(&mut edge, "server.tls_listen", format!("127.0.0.1:{https_port}"));
+    let one = |addr: String| toml::Value::Array(vec![addr.into()]);
+    set(&mut edge, "server.listen", one(format!("127.0.0.1:{http_port}")));
+    set(&mut edge, "server.tls_listen", one(format!("127.0.0.1:{https_port}")));
     set(&mut edge, "server.tls_cert", cert_path.display().to_string());
     set(&mut edge, "server.tls_key", key_path.display().to_string());
     set(&mut edge, "admin.listen", format!("127.0.0.1:{admin_port}"));
     set(
         &mut edge,
         "upstream.origins",
-        toml::Value::Array(vec![format!("127.0.0.1:{origin_port}").into()]),
+        one(format!("127.0.0.1:{origin_port}")),
+    );
+    set(
+        &mut edge,
+        "server.upgrade_sock",
+        run_dir.join("edge-upgrade.sock").display().to_string(),
+    );
+    set(
+        &mut edge,
+        "server.pid_file",
+        run_dir.join("edge.pid").display().to_string(),
     );
     set(
         &mut edge,
         "cache.dir",
         data.join("cache").display().to_string(),
     );
+    let edge_token = random_hex(32)?;
     let edge_cfg = run_dir.join("edge.toml");
     write_table(&edge_cfg, &edge)?;
     stack.spawn(
         "edge",
         &edge_bin,
         &["--config".to_string(), edge_cfg.display().to_string()],
+        &[("KOMORA_ADMIN_TOKEN", &edge_token)],
         &logs,
     )?;
     let edge_url = format!("http://127.0.0.1:{http_port}");
@@ -444,6 +469,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     println!("komora: edge ready at {edge_url} and https://localhost:{https_port} (HTTP/2)");
     println!("komora: edge admin (purge, /metrics) at http://127.0.0.1:{admin_port}");
+    println!("komora: edge admin token {edge_token}");
     println!("komora: admin key {admin_key}");
     println!(
         "komora: try  curl -H 'Authorization: Bearer {admin_key}' {edge_url}/api/inbox?limit=5"
