@@ -28,7 +28,7 @@ run_one() {
     export KOMORA_MEDIA_STORE_URL="file://$WORK/media-$name"
     export KOMORA_LISTEN="127.0.0.1:$PORT"
     echo "== $name: seeding $CONVERSATIONS × $MESSAGES" >&2
-    "$BIN" seed --conversations "$CONVERSATIONS" --messages "$MESSAGES"
+    RUST_LOG=warn,sqlx::query=error "$BIN" seed --conversations "$CONVERSATIONS" --messages "$MESSAGES"
     local token
     token=$("$BIN" keys create --name bench 2>/dev/null)
     RUST_LOG=warn "$BIN" serve &

@@ -3,7 +3,7 @@
 //! `App::build` is what `komora-origin serve` runs; tests call `App::from_state` with their
 //! own database and store and a listener on port 0, then read the real port back.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -95,16 +95,37 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests for at most
+    /// `server.shutdown_grace_ms` before giving up on them.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let grace = self.state.config.server.shutdown_grace;
         let worker = crate::queue::start_in_server(&self.state);
         let app = router(self.state);
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        let deadline = async move {
+            if stopping_rx.await.is_err() {
+                // The server ended on its own; never fire.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serve => r,
+            _ = deadline => {
+                tracing::warn!(?grace, "shutdown grace elapsed; dropping in-flight requests");
+                Ok(())
+            }
+        };
         if let Some(w) = worker {
             w.abort();
         }

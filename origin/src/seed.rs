@@ -91,6 +91,7 @@ enum V {
 /// `INSERT INTO table (cols) VALUES (...), (...)`, split to respect [`MAX_PARAMS`].
 async fn insert_rows(
     conn: &mut AnyConnection,
+    backend: Backend,
     table: &str,
     cols: &[&str],
     rows: Vec<Vec<V>>,
@@ -110,8 +111,13 @@ async fn insert_rows(
                 if c > 0 {
                     sql.push_str(", ");
                 }
+                // SQLite resolves each `$N` by a linear search of the names seen so far
+                // (quadratic on 30k parameters); anonymous `?` is positional and free.
                 n += 1;
-                sql.push_str(&format!("${n}"));
+                match backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${n}")),
+                }
             }
             sql.push(')');
         }
@@ -270,6 +276,7 @@ pub async fn seed(db: &Db, store: &MediaStore, args: &SeedArgs) -> anyhow::Resul
         let mut tx = db.pool.begin().await?;
         insert_rows(
             &mut tx,
+            db.backend,
             "clients",
             &["id", "name", "phone", "email", "created_at"],
             clients,
@@ -277,6 +284,7 @@ pub async fn seed(db: &Db, store: &MediaStore, args: &SeedArgs) -> anyhow::Resul
         .await?;
         insert_rows(
             &mut tx,
+            db.backend,
             "conversations",
             &[
                 "id",
@@ -294,6 +302,7 @@ pub async fn seed(db: &Db, store: &MediaStore, args: &SeedArgs) -> anyhow::Resul
         .await?;
         insert_rows(
             &mut tx,
+            db.backend,
             "messages",
             &[
                 "id",
@@ -309,6 +318,7 @@ pub async fn seed(db: &Db, store: &MediaStore, args: &SeedArgs) -> anyhow::Resul
         .await?;
         insert_rows(
             &mut tx,
+            db.backend,
             "message_media",
             &["message_id", "media_id", "position"],
             links,

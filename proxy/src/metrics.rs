@@ -30,7 +30,20 @@ pub struct Metrics {
     pub origin_latency: Histogram,
     /// Requests that waited on another request's cache fill (cache lock readers).
     pub lock_waits: IntCounter,
+    /// `requests` children resolved once, in [`STATUSES`] order (no label hashing per request).
+    by_status: Vec<IntCounter>,
 }
+
+/// Every `X-Cache-Status` value.
+pub const STATUSES: [&str; 7] = [
+    "HIT",
+    "MISS",
+    "EXPIRED",
+    "STALE",
+    "UPDATING",
+    "REVALIDATED",
+    "BYPASS",
+];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
@@ -87,7 +100,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(integrity_failures.clone()))?;
     registry.register(Box::new(origin_latency.clone()))?;
     registry.register(Box::new(lock_waits.clone()))?;
+    let by_status = STATUSES
+        .iter()
+        .map(|s| requests.with_label_values(&[*s]))
+        .collect();
     Ok(Metrics {
+        by_status,
         registry,
         requests,
         bytes_served,
@@ -109,6 +127,18 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
 });
 
 impl Metrics {
+    /// Count one request with its cache status.
+    pub fn request(&self, status: &str) {
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                if let Some(c) = self.by_status.get(i) {
+                    c.inc();
+                }
+            }
+            None => self.requests.with_label_values(&[status]).inc(),
+        }
+    }
+
     /// Text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -7,11 +7,12 @@
 //! requests with `Authorization` unless the response is `public`.
 
 use crate::config::Route;
-use http::{header, Method};
+use http::{header, HeaderValue, Method};
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
+use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 /// Whether a request may be answered from / stored into the cache at all.
@@ -88,15 +89,38 @@ pub fn apply_client_max_age(resp: &mut ResponseHeader, max_age: Duration) -> pin
     if !matches!(resp.status.as_u16(), 200 | 206 | 304) {
         return Ok(());
     }
-    resp.insert_header(
-        header::CACHE_CONTROL,
-        format!("public, max-age={}, immutable", max_age.as_secs()),
-    )?;
-    resp.insert_header(
-        header::EXPIRES,
-        httpdate::fmt_http_date(SystemTime::now() + max_age),
-    )?;
+    let (cc, expires) = client_headers(max_age);
+    resp.insert_header(header::CACHE_CONTROL, cc)?;
+    resp.insert_header(header::EXPIRES, expires)?;
     Ok(())
+}
+
+/// (Cache-Control, Expires) values for `max_age`, formatted at most once per second per
+/// thread: they are on every media response, and formatting dates is not free.
+fn client_headers(max_age: Duration) -> (HeaderValue, HeaderValue) {
+    type Cached = Option<(u64, u64, HeaderValue, HeaderValue)>;
+    thread_local! {
+        static CACHE: RefCell<Cached> = const { RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let now_sec = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let secs = max_age.as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((s, t, cc, exp)) = c.as_ref() {
+            if *s == secs && *t == now_sec {
+                return (cc.clone(), exp.clone());
+            }
+        }
+        let cc = HeaderValue::from_str(&format!("public, max-age={secs}, immutable"))
+            .unwrap_or_else(|_| HeaderValue::from_static("public, immutable"));
+        let exp = HeaderValue::from_str(&httpdate::fmt_http_date(now + max_age))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"));
+        *c = Some((secs, now_sec, cc.clone(), exp.clone()));
+        (cc, exp)
+    })
 }
 
 #[cfg(test)]

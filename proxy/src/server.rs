@@ -71,12 +71,7 @@ pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
     let health = background_service("origin health check", lb);
     let upstreams = health.task();
 
-    let edge = Edge {
-        config: config.clone(),
-        storage,
-        lock,
-        upstreams,
-    };
+    let edge = Edge::new(config.clone(), storage, lock, upstreams);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "komora-edge");
     for addr in &config.server.listen {

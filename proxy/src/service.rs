@@ -30,12 +30,40 @@ pub struct Edge {
     pub lock: &'static CacheKeyLockImpl,
     /// Origin peers with health checks.
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// `config.routes` behind `Arc`s so each request takes a cheap reference.
+    routes: Vec<Arc<Route>>,
+}
+
+impl Edge {
+    /// Assemble the proxy logic.
+    pub fn new(
+        config: Arc<EdgeConfig>,
+        storage: &'static TieredStorage,
+        lock: &'static CacheKeyLockImpl,
+        upstreams: Arc<LoadBalancer<RoundRobin>>,
+    ) -> Self {
+        let routes = config.routes.iter().cloned().map(Arc::new).collect();
+        Edge {
+            config,
+            storage,
+            lock,
+            upstreams,
+            routes,
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(&r.prefix))
+            .cloned()
+    }
 }
 
 /// Per-request state.
 #[derive(Default)]
 pub struct EdgeCtx {
-    route: Option<Route>,
+    route: Option<Arc<Route>>,
     upstream_start: Option<Instant>,
     status: &'static str,
     cache_enabled: bool,
@@ -70,7 +98,7 @@ impl ProxyHttp for Edge {
                 .await?;
             return Ok(true);
         }
-        ctx.route = self.config.route(session.req_header().uri.path()).cloned();
+        ctx.route = self.route(session.req_header().uri.path());
         if policy::invalidates(&session.req_header().method) {
             let url = path_and_query(session).to_string();
             self.storage.purge_url(&url).await;
@@ -245,7 +273,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
-        METRICS.requests.with_label_values(&[ctx.status]).inc();
+        METRICS.request(ctx.status);
         if session.cache.lock_duration().is_some() {
             METRICS.lock_waits.inc();
         }

@@ -11,6 +11,10 @@
 //! `{"chat_id": "…", "message_id": "…", "text": "…", "sender": {"name": "…", "phone": "…"},
 //!   "media": [{"url": "…", "content_type": "…", "name": "…"}]}`.
 //! A redelivered webhook (same chat and message id) is answered 200 with `duplicate: true`.
+//!
+//! Telegram's own Update JSON (`{"update_id", "message": {"message_id", "chat": {"id"},
+//! "from", "text" | "caption"}}`) is accepted too, with its native secret header
+//! `X-Telegram-Bot-Api-Secret-Token`; updates without a message are answered 200 and ignored.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -57,6 +61,51 @@ pub struct InboundMedia {
     pub name: Option<String>,
 }
 
+/// The normalised body, or a Telegram Update mapped to it (`None`: an update without a
+/// message, e.g. a callback query, which is acknowledged and ignored).
+pub fn parse_body(body: &[u8]) -> Result<Option<Inbound>, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if v.get("update_id").is_none() {
+        return serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    let Some(msg) = v.get("message").or_else(|| v.get("channel_post")) else {
+        return Ok(None);
+    };
+    let id_str = |x: Option<&serde_json::Value>| match x {
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let chat_id = id_str(msg.pointer("/chat/id")).ok_or("message.chat.id missing")?;
+    let message_id = id_str(msg.get("message_id")).ok_or("message.message_id missing")?;
+    let text = msg
+        .get("text")
+        .or_else(|| msg.get("caption"))
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let from = msg.get("from");
+    let name = from.map(|f| {
+        let part = |k: &str| f.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+        format!("{} {}", part("first_name"), part("last_name"))
+            .trim()
+            .to_string()
+    });
+    Ok(Some(Inbound {
+        chat_id,
+        message_id,
+        text,
+        sender: Sender {
+            name: name.filter(|n| !n.is_empty()),
+            phone: None,
+            email: None,
+        },
+        media: Vec::new(),
+    }))
+}
+
 /// HMAC-SHA256 (RFC 2104) over `body` with `key`.
 pub fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
@@ -86,7 +135,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Whether the request carries the platform's secret or a valid signature of `body`.
 pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8]) -> bool {
     let secret = platform.webhook_secret.as_bytes();
-    if let Some(given) = headers.get("x-komora-webhook-secret") {
+    if let Some(given) = headers
+        .get("x-komora-webhook-secret")
+        .or_else(|| headers.get("x-telegram-bot-api-secret-token"))
+    {
         return constant_time_eq(given.as_bytes(), secret);
     }
     if let Some(sig) = headers.get("x-komora-signature") {
@@ -131,9 +183,12 @@ pub async fn receive(
             "missing or wrong X-Komora-Webhook-Secret / X-Komora-Signature",
         );
     }
-    let inbound: Inbound = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+    let inbound: Inbound = match parse_body(&body) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return (StatusCode::OK, Json(json!({ "ignored": true }))).into_response();
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
     };
     if inbound.chat_id.is_empty() || inbound.message_id.is_empty() {
         return error(

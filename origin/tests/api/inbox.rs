@@ -165,3 +165,50 @@ both_backends!(statements_per_request_do_not_grow_with_page_size, |t| {
     // Bearer lookup + conversation check + page + media of the page.
     assert_eq!(large, 4);
 });
+
+/// Counts sqlx's own per-statement tracing events (target `sqlx::query`).
+struct SqlxEvents(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SqlxEvents {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() == "sqlx::query" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Cross-check of the statement counter with the driver's own events. PostgreSQL only:
+/// its driver runs statements on the calling task, so a thread-local subscriber on a
+/// current-thread runtime sees every one (SQLite runs them on a worker thread).
+#[tokio::test(flavor = "current_thread")]
+async fn sqlx_events_per_inbox_request_are_constant_postgres() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    let Some(t) = crate::common::TestDb::new(komora_origin::db::Backend::Postgres).await else {
+        return;
+    };
+    fixture(&t.db, 60, 2).await;
+    let app = spawn_app(&t).await;
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let subscriber = tracing_subscriber::registry().with(SqlxEvents(count.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut seen = Vec::new();
+    for limit in [1, 50] {
+        let router = komora_origin::app::router(app.state.clone());
+        let req = axum::http::Request::get(format!("/api/inbox?limit={limit}"))
+            .header("authorization", format!("Bearer {}", app.admin_key))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        count.store(0, Ordering::SeqCst);
+        let resp = router.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        seen.push(count.load(Ordering::SeqCst));
+    }
+    assert_eq!(seen[0], seen[1], "{seen:?}");
+    assert_eq!(seen[1], 2, "bearer lookup + inbox query: {seen:?}");
+}

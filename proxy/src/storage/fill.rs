@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -70,6 +70,8 @@ impl Fill {
 pub struct Fills {
     map: Mutex<HashMap<String, Vec<Arc<Fill>>>>,
     next_id: AtomicU64,
+    // Fills in progress; lets the hit path skip the mutex when nothing is being filled.
+    active: AtomicUsize,
 }
 
 impl Fills {
@@ -99,6 +101,7 @@ impl Fills {
             .entry(hash.to_string())
             .or_default()
             .push(fill.clone());
+        self.active.fetch_add(1, Ordering::AcqRel);
         fill
     }
 
@@ -106,7 +109,11 @@ impl Fills {
     pub fn end(&self, hash: &str, id: u64) {
         let mut g = self.lock();
         if let Some(v) = g.get_mut(hash) {
+            let before = v.len();
             v.retain(|f| f.id != id);
+            if v.len() < before {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+            }
             if v.is_empty() {
                 g.remove(hash);
             }
@@ -115,6 +122,9 @@ impl Fills {
 
     /// Any fill in progress for `hash` (`id`: exactly that one).
     pub fn find(&self, hash: &str, id: Option<u64>) -> Option<Arc<Fill>> {
+        if self.active.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let g = self.lock();
         let v = g.get(hash)?;
         match id {

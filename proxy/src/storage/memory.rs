@@ -8,15 +8,57 @@ use crate::metrics::METRICS;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use pingora::cache::CacheMeta;
+use pingora::http::ResponseHeader;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The parts of a [`CacheMeta`] a hit needs, kept parsed so a memory hit rebuilds the meta
+/// with [`CacheMeta::new`] instead of decompressing and parsing the stored header (a few
+/// percent of a small hit). Not kept: variance (unused here), epoch override, and the
+/// created/provenance timestamps, which become the last update time; freshness and `Age` are
+/// computed from that update time, so they are unchanged.
+#[derive(Debug)]
+pub struct HotMeta {
+    fresh_until: SystemTime,
+    updated: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    header: ResponseHeader,
+}
+
+impl HotMeta {
+    /// Capture `meta`.
+    pub fn of(meta: &CacheMeta) -> Self {
+        HotMeta {
+            fresh_until: meta.fresh_until(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    /// A fresh [`CacheMeta`] equal to the captured one for serving purposes.
+    pub fn to_meta(&self) -> CacheMeta {
+        CacheMeta::new(
+            self.fresh_until,
+            self.updated,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        )
+    }
+}
+
+/// Rough per-entry overhead (parsed header, key, moka node) for the byte weigher.
+const ENTRY_OVERHEAD: usize = 512;
 
 /// One object held in memory.
 #[derive(Debug)]
 pub struct MemEntry {
-    /// `CacheMeta` internal half.
-    pub internal: Vec<u8>,
-    /// `CacheMeta` header half.
-    pub header: Vec<u8>,
+    /// Parsed meta.
+    pub hot: HotMeta,
     /// The whole body.
     pub body: Bytes,
     /// Primary key (URL), for purge by prefix.
@@ -25,7 +67,7 @@ pub struct MemEntry {
 
 impl MemEntry {
     fn weight(&self) -> u32 {
-        let w = self.body.len() + self.internal.len() + self.header.len() + self.url.len();
+        let w = self.body.len() + self.url.len() + ENTRY_OVERHEAD;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }

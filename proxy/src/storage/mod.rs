@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use disk::{DiskLookup, DiskTier, DiskWriter};
 use fill::{Fill, FillHit, FillState, Fills};
-use memory::{MemEntry, MemoryTier};
+use memory::{HotMeta, MemEntry, MemoryTier};
 use pingora::cache::key::{CacheHashKey, CacheKey};
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -218,6 +218,9 @@ impl HandleHit for TieredHit {
                 Ok(Some(m.body.slice(m.start..m.end)))
             }
             TieredHit::Disk(d) => {
+                // Page-cache reads never return Pending; spend the task's coop budget so
+                // many concurrent large-object streams share the worker fairly.
+                tokio::task::consume_budget().await;
                 let chunk = d
                     .read_chunk()
                     .map_err(|e| internal_err("disk cache read", e))?;
@@ -309,8 +312,7 @@ pub struct TieredMiss {
     storage: &'static TieredStorage,
     hash: String,
     url: String,
-    internal: Vec<u8>,
-    header: Vec<u8>,
+    hot: Option<HotMeta>,
     writer: Option<DiskWriter>,
     mem_buf: Option<Vec<Bytes>>,
     buffered: u64,
@@ -369,7 +371,7 @@ impl HandleMiss for TieredMiss {
             f.set(FillState::Complete(body_len));
             self.storage.fills.end(&self.hash, f.id);
         }
-        if let Some(chunks) = self.mem_buf.take() {
+        if let (Some(chunks), Some(hot)) = (self.mem_buf.take(), self.hot.take()) {
             let body = if chunks.len() == 1 {
                 chunks.into_iter().next().unwrap_or_default()
             } else {
@@ -382,8 +384,7 @@ impl HandleMiss for TieredMiss {
             self.storage.memory.insert(
                 self.hash.clone(),
                 Arc::new(MemEntry {
-                    internal: std::mem::take(&mut self.internal),
-                    header: std::mem::take(&mut self.header),
+                    hot,
                     body,
                     url: std::mem::take(&mut self.url),
                 }),
@@ -417,7 +418,7 @@ impl Storage for TieredStorage {
             }
         }
         if let Some(e) = self.memory.get(&hash) {
-            let meta = CacheMeta::deserialize(&e.internal, &e.header)?;
+            let meta = e.hot.to_meta();
             return Ok(Some((
                 meta,
                 Box::new(TieredHit::mem(e.body.clone(), "memory")),
@@ -441,8 +442,7 @@ impl Storage for TieredStorage {
                 self.memory.insert(
                     hash,
                     Arc::new(MemEntry {
-                        internal: m.internal,
-                        header: m.resp_header,
+                        hot: HotMeta::of(&meta),
                         body: body.clone(),
                         url: m.key,
                     }),
@@ -509,8 +509,8 @@ impl Storage for TieredStorage {
                 &hash,
                 writer.tmp_path().to_path_buf(),
                 writer.body_offset(),
-                internal.clone(),
-                header.clone(),
+                internal,
+                header,
             )
         });
         let tag = fill.as_ref().map_or(0, |f| f.id).to_be_bytes();
@@ -518,8 +518,7 @@ impl Storage for TieredStorage {
             storage: self,
             hash,
             url,
-            internal,
-            header,
+            hot: Some(HotMeta::of(meta)),
             writer: Some(writer),
             mem_buf: Some(Vec::new()),
             buffered: 0,
@@ -557,8 +556,7 @@ impl Storage for TieredStorage {
             self.memory.insert(
                 hash.clone(),
                 Arc::new(MemEntry {
-                    internal: internal.clone(),
-                    header: header.clone(),
+                    hot: HotMeta::of(meta),
                     body: e.body.clone(),
                     url: e.url.clone(),
                 }),

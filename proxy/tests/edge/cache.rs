@@ -138,7 +138,7 @@ async fn concurrent_cold_requests_collapse_to_one_origin_request() {
     let sha = origin.put_media("/media/hot", body_of(200_000, 11));
     origin.state.delay_ms.store(300, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some("[admin]\n"));
     let url = edge.url("/media/hot");
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -151,6 +151,16 @@ async fn concurrent_cold_requests_collapse_to_one_origin_request() {
         assert_eq!(r.sha(), sha);
     }
     assert_eq!(origin.requests_for("/media/hot"), 1);
+    // the others waited on the cache lock (counted once each request is logged)
+    let mut waits = 0.0;
+    for _ in 0..50 {
+        waits = metric(&edge, "komora_edge_cache_lock_waits_total", "").await;
+        if waits >= 100.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waits >= 100.0, "lock waits {waits}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,4 +353,45 @@ async fn second_reader_streams_an_object_while_it_is_filled() {
     assert_eq!(sha256_hex(&second), sha);
     assert_eq!(first.await.unwrap().sha(), sha);
     assert_eq!(origin.requests_for("/media/fill"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_object_without_validators_is_refetched() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/media/x",
+        body_of(2000, 20),
+        &[("cache-control", "public, max-age=1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    get(&edge.url("/media/x"), &[]).await;
+    let new_body = body_of(2500, 21);
+    origin.put(
+        "/media/x",
+        new_body.clone(),
+        &[("cache-control", "public, max-age=600")],
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/x"), &[]).await;
+    assert_eq!(r.cache_status(), "EXPIRED");
+    assert_eq!(r.sha(), sha256_hex(&new_body));
+    let r = get(&edge.url("/media/x"), &[]).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), sha256_hex(&new_body));
+    assert_eq!(origin.requests_for("/media/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_is_served_from_the_same_entry() {
+    let origin = Origin::start().await;
+    origin.put_media("/media/hd", body_of(3000, 22));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    get(&edge.url("/media/hd"), &[]).await;
+    let r = client().head(edge.url("/media/hd")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-cache-status"], "HIT");
+    assert_eq!(r.headers()["content-length"], "3000");
+    assert_eq!(origin.requests_for("/media/hd"), 1);
 }

@@ -144,3 +144,31 @@ async fn https_listener_speaks_h2() {
         assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_is_an_alias_of_origin() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/u", body_of(1000, 63));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--upstream")
+        .arg(origin.addr.to_string())
+        .arg("--cache-dir")
+        .arg(dir.path().join("c"))
+        .spawn()
+        .unwrap();
+    let _edge = EdgeProc {
+        child,
+        addr,
+        admin: None,
+    };
+    wait_listening(addr);
+    let r = get(&format!("http://{addr}/media/u"), &[]).await;
+    assert_eq!(r.sha(), sha);
+    let r = get(&format!("http://{addr}/healthz"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.requests(), 1);
+}

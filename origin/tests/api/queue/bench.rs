@@ -47,13 +47,20 @@ async fn done_count(db: &Db, kind: &str) -> i64 {
         .get(0)
 }
 
+/// Throughput settings: big batches.
 const BENCH_CONFIG: &str = "[queue]\nworker_concurrency = 256\nclaim_batch = 128\npoll_ms = 10\n\
      sweep_ms = 60000\n[queue.kinds.noop]\nconcurrency = 256\n\
      [queue.kinds.noop_high]\nqueue = \"high\"\nconcurrency = 256\n\
      [queue.kinds.noop_low]\nqueue = \"low\"\nconcurrency = 256\n";
 
-fn start(db: &Db) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let cfg = config(BENCH_CONFIG);
+/// Latency settings: smaller batches, so a round (and SQLite's write lock) is short.
+const LATENCY_CONFIG: &str = "[queue]\nworker_concurrency = 64\nclaim_batch = 32\npoll_ms = 10\n\
+     sweep_ms = 60000\n[queue.kinds.noop]\nconcurrency = 64\n\
+     [queue.kinds.noop_high]\nqueue = \"high\"\nconcurrency = 64\n\
+     [queue.kinds.noop_low]\nqueue = \"low\"\nconcurrency = 64\n";
+
+fn start(db: &Db, settings: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let cfg = config(settings);
     let noop = handler(|_| Ok(()));
     let w = Arc::new(
         worker(db, &cfg)
@@ -72,7 +79,7 @@ async fn throughput(backend: Backend) {
     let n = 20_000;
     fill(&t.db, "default", "noop", n, now_ms()).await;
     let started = Instant::now();
-    let (stop, h) = start(&t.db);
+    let (stop, h) = start(&t.db, BENCH_CONFIG);
     while done_count(&t.db, "noop").await < n as i64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(started.elapsed() < Duration::from_secs(300), "too slow");
@@ -90,9 +97,9 @@ async fn high_wait(backend: Backend) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
-    let cfg = config(BENCH_CONFIG);
+    let cfg = config(LATENCY_CONFIG);
     fill(&t.db, "low", "noop_low", 100_000, now_ms()).await;
-    let (stop, h) = start(&t.db);
+    let (stop, h) = start(&t.db, LATENCY_CONFIG);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let highs = 300;
     for _ in 0..highs {

@@ -415,3 +415,39 @@ both_backends!(webhook_media_is_downloaded_content_addressed, |t| {
         .unwrap();
     assert_eq!(&got[..], b"fake-jpeg-bytes");
 });
+
+both_backends!(webhook_accepts_telegram_updates, |t| {
+    let cfg = flow_config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let app = serve_app(&t.db, &cfg, store).await;
+    let update = serde_json::to_vec(&json!({
+        "update_id": 10,
+        "message": {
+            "message_id": 77, "date": 1, "chat": {"id": 4242, "type": "private"},
+            "from": {"id": 1, "first_name": "Olga", "last_name": "K"}, "text": "hello"
+        }
+    }))
+    .unwrap();
+    let secret = ("x-telegram-bot-api-secret-token", SECRET.to_string());
+    let (status, v) = post(&app, &update, std::slice::from_ref(&secret)).await;
+    assert_eq!(status, 200, "{v}");
+    let row = sqlx::query(
+        "SELECT m.text, m.external_id, c.external_chat_id, cl.name FROM messages m \
+         JOIN conversations c ON c.id = m.conversation_id JOIN clients cl ON cl.id = c.client_id \
+         WHERE m.id = $1",
+    )
+    .bind(v["message_id"].as_i64().unwrap())
+    .fetch_one(&t.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>(0), "hello");
+    assert_eq!(row.get::<Option<String>, _>(1).as_deref(), Some("77"));
+    assert_eq!(row.get::<String, _>(2), "4242");
+    assert_eq!(row.get::<String, _>(3), "Olga K");
+    // An update without a message is acknowledged and ignored.
+    let other = br#"{"update_id": 11, "callback_query": {"id": "x"}}"#;
+    let (status, v) = post(&app, other, &[secret]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ignored"], true);
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM messages").await, 1);
+});
