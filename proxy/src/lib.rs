@@ -1,4 +1,13 @@
 //! Komora edge: a pingora caching proxy for the CRM media origin, with a memory + disk cache.
+//!
+//! - [`config`]: flat TOML (`config/edge.toml`) → validated [`config::EdgeConfig`].
+//! - [`server`]: builds the pingora `Server` (listeners, origin health checks, admin).
+//! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long.
+//! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
+//!   format, streaming fills); [`eviction`]: the disk byte budget.
+//! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
+//!
+//! `main.rs` only parses flags; tests drive the `komora-edge` binary end to end.
 
 pub mod admin;
 pub mod config;

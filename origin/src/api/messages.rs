@@ -45,15 +45,17 @@ pub async fn list_messages(
             "use either before or offset, not both",
         ));
     }
-    if !messages::conversation_exists(&state.db, id).await? {
-        return Err(ApiError::not_found("conversation"));
-    }
     let start = match before {
         Some(c) => PageStart::Before(c),
         None => PageStart::Offset(offset),
     };
     let url = |sha: &str| state.media_url(sha);
     let page = messages::page(&state.db, id, start, limit, &url).await?;
+    // Only an empty page needs to tell "no such conversation" from "no messages here";
+    // checking first would cost every request a round trip.
+    if page.is_empty() && !messages::conversation_exists(&state.db, id).await? {
+        return Err(ApiError::not_found("conversation"));
+    }
     let next_cursor = if page.len() as i64 == limit {
         page.last().map(|m| {
             Cursor {

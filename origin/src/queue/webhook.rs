@@ -333,3 +333,38 @@ pub async fn store_inbound(
         "tasks": tasks
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231() {
+        // RFC 4231 test cases 2 and 6 (a key longer than the block).
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn telegram_update_maps_to_inbound() {
+        let m = parse_body(
+            br#"{"update_id":1,"message":{"message_id":5,"chat":{"id":-100},"caption":"pic"}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((m.chat_id.as_str(), m.message_id.as_str()), ("-100", "5"));
+        assert_eq!(m.text, "pic");
+        assert!(parse_body(br#"{"update_id":1}"#).unwrap().is_none());
+        assert!(parse_body(br#"{"chat_id":"1"}"#).is_err());
+        assert!(parse_body(b"not json").is_err());
+    }
+}

@@ -4,6 +4,10 @@
 //! [`Worker::run_one`] does one claim-run-record step at a given `now_ms`, so tests drive the
 //! queue deterministically; [`Worker::run`] is the long-running loop with batched claims,
 //! the periodic sweep of expired leases and prune of old tasks, and a graceful stop.
+//!
+//! Limits are per worker process: `[queue.kinds.<kind>] concurrency` caps the tasks of a
+//! kind one worker runs at once (N workers run up to N times that). `run_one` does not
+//! heartbeat (a task it runs must finish within the lease); `run` does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -398,8 +402,12 @@ impl Worker {
         while running.join_next().await.is_some() {}
         if let Some(tx) = self.completions.get() {
             let (ack, wait) = oneshot::channel();
-            if tx.send(Completion::Flush(ack)).is_ok() {
-                let _ = wait.await;
+            if tx.send(Completion::Flush(ack)).is_ok()
+                && tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("completions not recorded before stop; those tasks will run again");
             }
         }
         if let Some(f) = flusher {
@@ -411,30 +419,44 @@ impl Worker {
 }
 
 /// Writes completions in batches: whatever arrived while the previous write ran goes in the
-/// next statement, so the batch size follows the load with no timer.
+/// next statement, so the batch size follows the load with no timer. A failed write is
+/// retried (the heartbeat keeps renewing those leases, so they must not be forgotten).
 async fn flush_completions(worker: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    let mut ids = Vec::with_capacity(COMPLETE_BATCH);
-    let mut acks = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Completion::Done(id) => ids.push(id),
-                Completion::Flush(ack) => acks.push(ack),
+    let mut ids: Vec<i64> = Vec::with_capacity(COMPLETE_BATCH);
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let take = |msg: Completion, ids: &mut Vec<i64>, acks: &mut Vec<oneshot::Sender<()>>| match msg
+    {
+        Completion::Done(id) => ids.push(id),
+        Completion::Flush(ack) => acks.push(ack),
+    };
+    loop {
+        if ids.is_empty() && acks.is_empty() {
+            match rx.recv().await {
+                Some(msg) => take(msg, &mut ids, &mut acks),
+                None => return,
             }
-            if ids.len() >= COMPLETE_BATCH {
-                break;
+        }
+        while ids.len() < COMPLETE_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut ids, &mut acks),
+                Err(_) => break,
             }
-            next = rx.try_recv().ok();
         }
         if !ids.is_empty() {
-            if let Err(e) =
-                store::complete_many(&worker.ctx.db, &ids, &worker.id, store::now_ms()).await
+            let n = ids.len().min(COMPLETE_BATCH);
+            match store::complete_many(&worker.ctx.db, &ids[..n], &worker.id, store::now_ms()).await
             {
-                // Still leased; when the lease expires they run again (at-least-once).
-                tracing::warn!(error = %e, tasks = ids.len(), "could not record completions");
+                Ok(_) => {
+                    ids.drain(..n);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, tasks = ids.len(), "could not record completions; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-            ids.clear();
+            if !ids.is_empty() {
+                continue;
+            }
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());

@@ -83,7 +83,12 @@ both_backends!(list_queries_use_their_indexes, |t| {
     let f = fixture(&t.db, 1, 3).await;
     let conv = f.conversations[0];
 
-    let p = plan(&t, &inbox::inbox_sql(false, false), &[Arg::I(50), Arg::I(0)]).await;
+    let p = plan(
+        &t,
+        &inbox::inbox_sql(false, false),
+        &[Arg::I(50), Arg::I(0)],
+    )
+    .await;
     assert_uses(&p, "conversations_inbox", "inbox");
     let p = plan(
         &t,

@@ -396,3 +396,25 @@ both_backends!(media_upload_and_serve_s3, |t| {
         .unwrap();
     assert_eq!(ready.status(), 200);
 });
+
+both_backends!(readiness_fails_when_the_database_is_gone, |t| {
+    let app = spawn_app(&t).await;
+    app.state.db.pool.close().await;
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["database"], "unreachable");
+    // Liveness does not depend on the database.
+    let h = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+});

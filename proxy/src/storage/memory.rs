@@ -10,6 +10,7 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use pingora::cache::CacheMeta;
 use pingora::http::ResponseHeader;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -63,9 +64,43 @@ pub struct MemEntry {
     pub body: Bytes,
     /// Primary key (URL), for purge by prefix.
     pub url: String,
+    /// Unix second this entry last refreshed its disk LRU position (see [`Self::due_touch`]).
+    pub touched: AtomicU64,
+}
+
+/// How often a memory hit refreshes the object's disk LRU position. Hot objects are served
+/// from memory, so without this the disk tier would see them as cold and evict them first;
+/// refreshing at most once per interval keeps the disk index mutex off the hit path.
+const DISK_TOUCH_INTERVAL_SECS: u64 = 30;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl MemEntry {
+    /// A new entry, counted as just touched.
+    pub fn new(hot: HotMeta, body: Bytes, url: String) -> Self {
+        MemEntry {
+            hot,
+            body,
+            url,
+            touched: AtomicU64::new(unix_now()),
+        }
+    }
+
+    /// True (at most once per interval) when the caller should touch the disk LRU.
+    pub fn due_touch(&self) -> bool {
+        let now = unix_now();
+        let last = self.touched.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= DISK_TOUCH_INTERVAL_SECS
+            && self
+                .touched
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     fn weight(&self) -> u32 {
         let w = self.body.len() + self.url.len() + ENTRY_OVERHEAD;
         u32::try_from(w).unwrap_or(u32::MAX)

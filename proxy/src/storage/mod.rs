@@ -46,6 +46,12 @@ pub fn cache_key(url: &str) -> CacheKey {
     CacheKey::new(url, "")
 }
 
+/// Lowercase hex of the combined key hash (same string as `CacheHashKey::combined`, which
+/// formats byte by byte through `fmt` and shows up in hit-path profiles).
+pub fn hash_hex<K: CacheHashKey + ?Sized>(key: &K) -> String {
+    hex::encode(key.combined_bin())
+}
+
 fn internal_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     ctx: &'static str,
     e: E,
@@ -120,7 +126,7 @@ impl TieredStorage {
 
     /// Invalidate one URL in both tiers; returns whether anything was stored.
     pub async fn purge_url(&'static self, url: &str) -> bool {
-        self.remove_hash(cache_key(url).combined()).await
+        self.remove_hash(hash_hex(&cache_key(url))).await
     }
 
     /// Invalidate every stored URL starting with `prefix`; returns how many were removed.
@@ -383,11 +389,7 @@ impl HandleMiss for TieredMiss {
             };
             self.storage.memory.insert(
                 self.hash.clone(),
-                Arc::new(MemEntry {
-                    hot,
-                    body,
-                    url: std::mem::take(&mut self.url),
-                }),
+                Arc::new(MemEntry::new(hot, body, std::mem::take(&mut self.url))),
             );
         }
         Ok(MissFinishType::Created(
@@ -409,7 +411,7 @@ impl Storage for TieredStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.combined();
+        let hash = hash_hex(key);
         // An object being filled wins over a stored copy: the stored one is expired (or
         // about to be replaced), and the fill is what the cache lock handed readers to.
         if self.streaming {
@@ -419,6 +421,9 @@ impl Storage for TieredStorage {
         }
         if let Some(e) = self.memory.get(&hash) {
             let meta = e.hot.to_meta();
+            if e.due_touch() {
+                self.disk.lru.touch(&hash);
+            }
             return Ok(Some((
                 meta,
                 Box::new(TieredHit::mem(e.body.clone(), "memory")),
@@ -441,11 +446,7 @@ impl Storage for TieredStorage {
                 let body = Bytes::from(body);
                 self.memory.insert(
                     hash,
-                    Arc::new(MemEntry {
-                        hot: HotMeta::of(&meta),
-                        body: body.clone(),
-                        url: m.key,
-                    }),
+                    Arc::new(MemEntry::new(HotMeta::of(&meta), body.clone(), m.key)),
                 );
                 Ok(Some((meta, Box::new(TieredHit::mem(body, "disk")))))
             }
@@ -476,7 +477,7 @@ impl Storage for TieredStorage {
         streaming_write_tag: Option<&[u8]>,
         trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.combined();
+        let hash = hash_hex(key);
         let id = streaming_write_tag
             .and_then(|t| <[u8; 8]>::try_from(t).ok())
             .map(u64::from_be_bytes);
@@ -497,7 +498,7 @@ impl Storage for TieredStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let hash = key.combined();
+        let hash = hash_hex(key);
         let (internal, header) = meta.serialize()?;
         let url = String::from_utf8_lossy(key.primary_key()).into_owned();
         let writer = self
@@ -534,7 +535,7 @@ impl Storage for TieredStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        if self.remove_hash(target.key().combined()).await {
+        if self.remove_hash(hash_hex(target.key())).await {
             Ok(PurgeOutcome::Purged(None))
         } else {
             Ok(PurgeOutcome::NotFound)
@@ -549,17 +550,17 @@ impl Storage for TieredStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let hash = key.combined();
+        let hash = hash_hex(key);
         let (internal, header) = meta.serialize()?;
         let mut updated = false;
         if let Some(e) = self.memory.get(&hash) {
             self.memory.insert(
                 hash.clone(),
-                Arc::new(MemEntry {
-                    hot: HotMeta::of(meta),
-                    body: e.body.clone(),
-                    url: e.url.clone(),
-                }),
+                Arc::new(MemEntry::new(
+                    HotMeta::of(meta),
+                    e.body.clone(),
+                    e.url.clone(),
+                )),
             );
             updated = true;
         }
@@ -574,5 +575,17 @@ impl Storage for TieredStorage {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_hex_matches_pingora_combined() {
+        let k = cache_key("/media/abc?x=1");
+        assert_eq!(hash_hex(&k), k.combined());
+        assert_eq!(hash_hex(&k.to_compact()), k.combined());
     }
 }

@@ -172,3 +172,45 @@ async fn upstream_is_an_alias_of_origin() {
     assert_eq!(r.status, 200);
     assert_eq!(origin.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_an_in_flight_response() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/slow", body_of(2 << 20, 64));
+    origin
+        .state
+        .trickle_ms
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = spawn_edge(
+        origin.addr,
+        &dir.path().join("c"),
+        Some("[server]\ngrace_period_secs = 3\n"),
+    );
+    let mut resp = client().get(edge.url("/media/slow")).send().await.unwrap();
+    let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
+    let start = Instant::now();
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(edge.pid().to_string())
+        .status()
+        .unwrap()
+        .success());
+    while let Some(c) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&c);
+    }
+    assert_eq!(sha256_hex(&body), sha);
+    let deadline = start + Duration::from_secs(6);
+    while edge.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "edge still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        start.elapsed() <= Duration::from_millis(4500),
+        "{:?}",
+        start.elapsed()
+    );
+}

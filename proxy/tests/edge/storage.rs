@@ -140,6 +140,7 @@ async fn large_object_streams_with_bounded_rss() {
     let peak = vm_hwm_kib(edge.pid());
     // the object is 64 MiB; the edge's peak RSS must grow by well under that
     const BOUND_KIB: u64 = 40 * 1024;
+    eprintln!("edge VmHWM before {before} KiB, after 64 MiB miss + hit {peak} KiB");
     assert!(
         peak.saturating_sub(before) < BOUND_KIB,
         "edge peak RSS grew by {} KiB (before {before} KiB, peak {peak} KiB)",
@@ -235,4 +236,41 @@ async fn metrics_count_requests_and_bytes_by_tier() {
         1.0
     );
     assert!(metric(&edge, "komora_edge_origin_latency_seconds_count", "").await >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_rebuilt_after_restart_enforces_a_smaller_budget() {
+    let origin = Origin::start().await;
+    for i in 0..8 {
+        origin.put_media(&format!("/media/r{i}"), body_of(100_000, 70 + i));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let mut edge = spawn_edge(origin.addr, &cache, None);
+    for i in 0..8 {
+        get(&edge.url(&format!("/media/r{i}")), &[]).await;
+    }
+    edge.kill();
+    assert!(dir_bytes(&cache) > 800_000);
+    // restart with a quarter of the space: the background rebuild indexes every entry and
+    // evicts down to the new budget without any request
+    let edge = spawn_edge(
+        origin.addr,
+        &cache,
+        Some("[cache.disk]\nmax_capacity = 262144\n"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dir_bytes(&cache) > 262_144 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "disk use {} after rebuild",
+            dir_bytes(&cache)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&edge, "komora_edge_cache_entries", "disk").await,
+        2.0
+    );
+    assert_eq!(origin.requests(), 8);
 }

@@ -215,3 +215,26 @@ both_backends!(queue_commands_stats_dead_retry_purge, |t| {
     assert!(out.contains("OK   database"), "{out}");
     assert!(out.contains("OK   queue"), "{out}");
 });
+
+both_backends!(worker_runs_inside_the_server_when_configured, |t| {
+    let off = config("");
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let state = |cfg: &Arc<komora_origin::config::Config>| komora_origin::app::AppState {
+        db: t.db.clone(),
+        config: cfg.clone(),
+        media: store.clone(),
+    };
+    assert!(komora_origin::queue::start_in_server(&state(&off)).is_none());
+    let on = config("[queue]\nworker_in_server = true\npoll_ms = 10\n");
+    let id = enqueue(&t.db, &on, NewTask::new("noop", json!({})), now_ms()).await;
+    let handle = komora_origin::queue::start_in_server(&state(&on)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state_of(&t.db, id).await != "done" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "in-server worker did not run the task"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    handle.abort();
+});
