@@ -390,7 +390,7 @@ impl RawConfig {
             let span = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    let line = text.get(..s.start).unwrap_or(text).lines().count().max(1);
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();

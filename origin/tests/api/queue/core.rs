@@ -331,3 +331,68 @@ both_backends!(purge_deletes_queued_of_one_queue, |t| {
     assert_eq!(stats[0].queued, 1);
     assert_eq!(stats[1].queued, 0);
 });
+
+both_backends!(batched_claims_split_by_weight_and_fill_up, |t| {
+    let cfg = config(
+        "[queue.kinds.h]\nqueue = \"high\"\n[queue.kinds.d]\nqueue = \"default\"\n\
+         [queue.kinds.l]\nqueue = \"low\"\nconcurrency = 100\n",
+    );
+    for k in ["h", "d", "l"] {
+        for _ in 0..30 {
+            enqueue(&t.db, &cfg, NewTask::new(k, json!({})), T0).await;
+        }
+    }
+    let w = worker(&t.db, &cfg);
+    let count = |v: &[store::ClaimedTask], q: &str| v.iter().filter(|t| t.queue == q).count();
+    let got = w.claim(10, T0).await.unwrap();
+    assert_eq!(
+        (
+            count(&got, "high"),
+            count(&got, "default"),
+            count(&got, "low")
+        ),
+        (6, 3, 1)
+    );
+    // Only low left: a whole batch goes to it (slots fall through).
+    sqlx::query("DELETE FROM tasks WHERE state = 'queued' AND queue <> 'low'")
+        .execute(&t.db.pool)
+        .await
+        .unwrap();
+    let got = w.claim(10, T0).await.unwrap();
+    assert_eq!(count(&got, "low"), 10);
+    // Claims never hand the same task out twice.
+    let mut ids: Vec<i64> = got.iter().map(|t| t.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+});
+
+both_backends!(concurrent_workers_never_share_a_task, |t| {
+    let cfg = config("[queue.kinds.noop]\nconcurrency = 1000\n");
+    for _ in 0..200 {
+        enqueue(&t.db, &cfg, NewTask::new("noop", json!({})), T0).await;
+    }
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let w = Arc::new(worker(&t.db, &cfg));
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = w.claim(7, T0).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|t| t.id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort_unstable();
+    let n = all.len();
+    all.dedup();
+    assert_eq!((n, all.len()), (200, 200));
+});
