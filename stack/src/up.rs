@@ -25,7 +25,10 @@ use crate::certs;
 
 /// `komora` command line.
 #[derive(Debug, Parser)]
-#[command(name = "komora", about = "Run the Komora stack (edge, origin, worker) in one command")]
+#[command(
+    name = "komora",
+    about = "Run the Komora stack (edge, origin, worker) in one command"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -127,8 +130,8 @@ impl Stack {
         logs: &Path,
     ) -> anyhow::Result<u32> {
         let log = logs.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
@@ -335,7 +338,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let run_dir = data.join("run");
     let logs = data.join("logs");
-    for d in [&data, &run_dir, &logs, &data.join("media"), &data.join("cache")] {
+    for d in [
+        &data,
+        &run_dir,
+        &logs,
+        &data.join("media"),
+        &data.join("cache"),
+    ] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let data = std::fs::canonicalize(&data)?;
@@ -365,15 +374,29 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let db_file = data.join("komora.db");
     let fresh_db = !db_file.exists();
     let mut origin = read_table(&root.join("config/origin.toml"))?;
-    set(&mut origin, "server.listen", format!("127.0.0.1:{origin_port}"));
-    set(&mut origin, "database.url", format!("sqlite://{}", db_file.display()));
+    set(
+        &mut origin,
+        "server.listen",
+        format!("127.0.0.1:{origin_port}"),
+    );
+    set(
+        &mut origin,
+        "database.url",
+        format!("sqlite://{}", db_file.display()),
+    );
     set(
         &mut origin,
         "media.store_url",
         format!("file://{}", data.join("media").display()),
     );
     set(&mut origin, "queue.worker_in_server", false);
+    let webhook_secret = random_hex(16)?;
     for platform in ["telegram", "whatsapp", "instagram", "facebook", "email"] {
+        set(
+            &mut origin,
+            &format!("platforms.{platform}.webhook_secret"),
+            webhook_secret.clone(),
+        );
         set(
             &mut origin,
             &format!("platforms.{platform}.base_url"),
@@ -397,7 +420,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             &cfg(&["seed", "--conversations", &convs, "--messages", &msgs]),
         )?;
     }
-    let key_out = run_to_end(&origin_bin, &cfg(&["keys", "create", "--name", "komora-up"]))?;
+    let key_out = run_to_end(
+        &origin_bin,
+        &cfg(&["keys", "create", "--name", "komora-up"]),
+    )?;
     let admin_key = parse_key(&key_out)
         .with_context(|| format!("no key in `keys create` output: {key_out}"))?;
 
@@ -424,9 +450,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Edge config: config/edge.toml with this machine's ports, paths and certificate.
     let mut edge = read_table(&root.join("config/edge.toml"))?;
     let one = |addr: String| toml::Value::Array(vec![addr.into()]);
-    set(&mut edge, "server.listen", one(format!("127.0.0.1:{http_port}")));
-    set(&mut edge, "server.tls_listen", one(format!("127.0.0.1:{https_port}")));
-    set(&mut edge, "server.tls_cert", cert_path.display().to_string());
+    set(
+        &mut edge,
+        "server.listen",
+        one(format!("127.0.0.1:{http_port}")),
+    );
+    set(
+        &mut edge,
+        "server.tls_listen",
+        one(format!("127.0.0.1:{https_port}")),
+    );
+    set(
+        &mut edge,
+        "server.tls_cert",
+        cert_path.display().to_string(),
+    );
     set(&mut edge, "server.tls_key", key_path.display().to_string());
     set(&mut edge, "admin.listen", format!("127.0.0.1:{admin_port}"));
     set(

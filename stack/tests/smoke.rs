@@ -36,17 +36,27 @@ fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Starte
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match lines.recv_timeout(left) {
             Ok(l) => l,
-            Err(_) => panic!("komora up not ready in {timeout:?}; output:\n{}", seen.join("\n")),
+            Err(e) => panic!(
+                "komora up not ready ({e}) within {timeout:?}; output:\n{}",
+                seen.join("\n")
+            ),
         };
         seen.push(line.clone());
         if let Some(rest) = line.strip_prefix("komora: edge ready at ") {
-            s.edge = rest.split_whitespace().next().unwrap().to_string();
+            let url = rest.split_whitespace().next().unwrap();
+            s.edge = url.trim_start_matches("http://").to_string();
         } else if let Some(rest) = line.strip_prefix("komora: stand-in platform on ") {
-            s.platform = rest.trim().to_string();
+            s.platform = rest.trim().trim_start_matches("http://").to_string();
         } else if let Some(rest) = line.strip_prefix("komora: admin key ") {
             s.key = rest.trim().to_string();
         } else if line.starts_with("komora: started ") {
-            let pid = line.split("(pid ").nth(1).unwrap().split(',').next().unwrap();
+            let pid = line
+                .split("(pid ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
             s.pids.push(pid.parse().unwrap());
         } else if line.starts_with("komora: ready") {
             return s;
@@ -79,15 +89,39 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_komora"))
         .args(["up", "--root"])
         .arg(root.path())
-        .args(["--data-dir", "var", "--demo-conversations", "20", "--demo-messages", "5"])
-        .args(["--http-port", "0", "--https-port", "0", "--edge-admin-port", "0"])
+        .args([
+            "--data-dir",
+            "var",
+            "--demo-conversations",
+            "20",
+            "--demo-messages",
+            "5",
+        ])
+        .args([
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--edge-admin-port",
+            "0",
+        ])
         .args(["--origin-port", "0", "--platform-port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let tx_err = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if tx_err.send(line).is_err() {
+                break;
+            }
+        }
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             println!("{line}");
@@ -97,7 +131,10 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
         }
     });
     let s = read_until_ready(&rx, Duration::from_secs(120));
-    assert!(!s.key.is_empty() && !s.edge.is_empty(), "key and edge URL printed");
+    assert!(
+        !s.key.is_empty() && !s.edge.is_empty(),
+        "key and edge URL printed"
+    );
     assert_eq!(s.pids.len(), 3, "origin, worker and edge started");
 
     let http = reqwest::Client::new();
@@ -127,7 +164,11 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
                 .unwrap_or_default(),
         );
         let got = r.bytes().await.unwrap();
-        assert_eq!(hex::encode(Sha256::digest(&got)), sha, "same bytes through the edge");
+        assert_eq!(
+            hex::encode(Sha256::digest(&got)),
+            sha,
+            "same bytes through the edge"
+        );
     }
     assert_eq!(statuses, ["MISS", "HIT"]);
 
@@ -146,7 +187,7 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
         let cc = r.headers().get("cache-control").unwrap().to_str().unwrap();
         assert!(cc.contains("no-store"), "inbox is private: {cc}");
         let inbox: serde_json::Value = r.json().await.unwrap();
-        let first = &inbox["items"][0];
+        let first = &inbox["conversations"][0];
         conversation_id = first["id"].as_i64();
     }
     let conversation_id = conversation_id.expect("the demo inbox has conversations");
@@ -187,12 +228,17 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
             .json()
             .await
             .unwrap();
-        let status = page["items"]
+        let status = page["messages"]
             .as_array()
             .unwrap()
             .iter()
             .find(|m| m["id"].as_i64() == Some(message_id))
-            .map(|m| m["delivery_status"].as_str().unwrap_or_default().to_string());
+            .map(|m| {
+                m["delivery_status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
         if status.as_deref() == Some("sent") {
             break;
         }
@@ -223,7 +269,10 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < deadline, "komora did not exit after SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "komora did not exit after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "komora exits cleanly: {status}");
