@@ -324,6 +324,127 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
 }
 
+/// Keys each table accepts; mirrors the `Raw*` structs (their `deny_unknown_fields` is the
+/// backstop if this list ever drifts).
+fn known_keys(table: &str) -> &'static [&'static str] {
+    match table {
+        "" => &["server", "upstream", "cache", "route", "admin"],
+        "server" => &[
+            "listen",
+            "tls_listen",
+            "tls_cert",
+            "tls_key",
+            "threads",
+            "grace_period_secs",
+            "upgrade_sock",
+            "pid_file",
+        ],
+        "upstream" => &[
+            "origins",
+            "health_check_interval_secs",
+            "connect_timeout_ms",
+            "read_timeout_ms",
+        ],
+        "cache" => &[
+            "dir",
+            "lock_age_timeout_ms",
+            "lock_wait_timeout_ms",
+            "streaming_fill",
+            "memory",
+            "disk",
+        ],
+        "cache.memory" => &["max_capacity", "max_object_size"],
+        "cache.disk" => &["max_capacity", "chunk_size"],
+        "route" => &[
+            "prefix",
+            "mode",
+            "default_ttl_secs",
+            "stale_if_error_secs",
+            "stale_while_revalidate_secs",
+            "client_max_age_secs",
+        ],
+        "admin" => &["listen", "token_env"],
+        _ => &[],
+    }
+}
+
+/// Every key not in [`known_keys`], with its path (`cache.memory.bogus`, `route[1].bogus`).
+fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
+    fn walk(schema: &str, path: &str, t: &toml::Table, out: &mut Vec<ConfigError>) {
+        let known = known_keys(schema);
+        for (k, v) in t {
+            let key_path = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if !known.contains(&k.as_str()) {
+                out.push(ConfigError {
+                    key: key_path,
+                    message: format!("unknown key (expected one of: {})", known.join(", ")),
+                });
+                continue;
+            }
+            let child = if schema.is_empty() {
+                k.clone()
+            } else {
+                format!("{schema}.{k}")
+            };
+            match v {
+                toml::Value::Table(sub) if !known_keys(&child).is_empty() => {
+                    walk(&child, &key_path, sub, out)
+                }
+                toml::Value::Array(items) if child == "route" => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let toml::Value::Table(sub) = item {
+                            walk("route", &format!("route[{i}]"), sub, out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", "", root, &mut out);
+    out
+}
+
+/// Remove the keys [`unknown_keys`] reports.
+fn strip_unknown(schema: &str, t: &mut toml::Table) {
+    let known = known_keys(schema);
+    t.retain(|k, _| known.contains(&k));
+    for (k, v) in t.iter_mut() {
+        let child = if schema.is_empty() {
+            k.clone()
+        } else {
+            format!("{schema}.{k}")
+        };
+        match v {
+            toml::Value::Table(sub) if !known_keys(&child).is_empty() => strip_unknown(&child, sub),
+            toml::Value::Array(items) if child == "route" => {
+                for item in items.iter_mut() {
+                    if let toml::Value::Table(sub) = item {
+                        strip_unknown("route", sub);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `[table]` (or `[[table]]`) header in effect at the end of `before`, for error paths.
+fn enclosing_table(before: &str) -> String {
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_else(|| "<root>".to_string())
+}
+
 const MAX_SECS: u64 = 31_536_000;
 
 struct Checker {
@@ -384,23 +505,49 @@ fn nz_usize(v: u64) -> NonZeroUsize {
 }
 
 impl RawConfig {
-    /// Parse TOML text; unknown keys and type errors are reported with their key path.
+    /// Parse TOML text. Syntax errors stop parsing; then every unknown key is reported with
+    /// its key path (all of them, not just the first); then type errors, with the table they
+    /// are in and the line.
     pub fn parse(source: &str, text: &str) -> Result<Self, ConfigErrors> {
-        toml::from_str::<RawConfig>(text).map_err(|e| {
-            let span = e
-                .span()
-                .map(|s| {
-                    let line = text.get(..s.start).unwrap_or(text).lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigErrors {
-                source: source.to_string(),
-                errors: vec![ConfigError {
-                    key: "<toml>".to_string(),
-                    message: format!("{}{span}", e.message()),
-                }],
+        let fail = |errors: Vec<ConfigError>| ConfigErrors {
+            source: source.to_string(),
+            errors,
+        };
+        let line_of = |e: &toml::de::Error| {
+            e.span().map(|s| {
+                let before = text.get(..s.start).unwrap_or(text);
+                (before, before.lines().count().max(1))
+            })
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = line_of(&e).map_or(String::new(), |(_, l)| format!(" (line {l})"));
+            fail(vec![ConfigError {
+                key: "<toml>".to_string(),
+                message: format!("{}{line}", e.message()),
+            }])
+        })?;
+        let mut unknown = unknown_keys(&table);
+        if !unknown.is_empty() {
+            // Report the value errors of the known keys in the same run, so one
+            // --check-config shows everything.
+            let mut known = table;
+            strip_unknown("", &mut known);
+            if let Ok(raw) = toml::Value::Table(known).try_into::<RawConfig>() {
+                if let Err(e) = raw.validate(source) {
+                    unknown.extend(e.errors);
+                }
             }
+            return Err(fail(unknown));
+        }
+        toml::from_str::<RawConfig>(text).map_err(|e| {
+            let (key, line) = match line_of(&e) {
+                Some((before, l)) => (enclosing_table(before), format!(" (line {l})")),
+                None => ("<toml>".to_string(), String::new()),
+            };
+            fail(vec![ConfigError {
+                key,
+                message: format!("{}{line}", e.message().trim()),
+            }])
         })
     }
 
@@ -755,7 +902,28 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = RawConfig::parse("t.toml", "[cache]\nbogus = 1\n").unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = RawConfig::parse(
+            "t.toml",
+            "top = 1\n[cache]\nbogus = 1\n[cache.memory]\nx = 2\n[[route]]\nprefix = \"/\"\ny = 3\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys.len(), 4, "{e}");
+        for k in ["top", "cache.bogus", "cache.memory.x", "route[0].y"] {
+            assert!(keys.contains(&k), "{k} missing: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_value_errors_reported_together() {
+        let e = RawConfig::parse("t.toml", "[server]\nthreads = 0\nbogus = 1\n").unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server.bogus", "server.threads"], "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_their_table() {
+        let e = RawConfig::parse("t.toml", "[cache.disk]\nmax_capacity = \"big\"\n").unwrap_err();
+        assert_eq!(e.errors[0].key, "cache.disk", "{e}");
     }
 }

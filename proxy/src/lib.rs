@@ -5,6 +5,7 @@
 //! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long.
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
+//! - [`lock`]: the cache lock that collapses concurrent misses.
 //! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
 //!
 //! `main.rs` only parses flags; tests drive the `komora-edge` binary end to end.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod config;
 pub mod eviction;
+pub mod lock;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -5,9 +5,10 @@
 
 use crate::admin::AdminApp;
 use crate::config::EdgeConfig;
+use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
@@ -61,8 +62,10 @@ pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
     if let Err(e) = storage.start_rebuild() {
         tracing::warn!(error = %e, "could not start the disk index rebuild");
     }
-    let lock: &'static CacheKeyLockImpl =
-        Box::leak(Box::new(CacheLock::new(config.cache.lock_age_timeout)));
+    let lock: &'static CacheKeyLockImpl = Box::leak(Box::new(EdgeLock::new(
+        config.cache.lock_age_timeout,
+        storage,
+    )));
 
     let mut lb = LoadBalancer::try_from_iter(config.upstream.origins.iter().map(String::as_str))
         .map_err(BuildError::Origins)?;

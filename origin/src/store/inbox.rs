@@ -41,16 +41,12 @@ pub struct InboxItem {
 }
 
 /// The SQL of one inbox page; shared with the `EXPLAIN` tests so they check the real query.
+///
+/// The page is chosen in a subquery on `conversations` alone (walking the inbox index) and
+/// only then joined to its clients and last messages, so rows skipped by `OFFSET` are
+/// never joined. The outer query has no ORDER BY: [`page`] orders the at most `limit`
+/// rows itself rather than have the database sort them again.
 pub fn inbox_sql(platform: bool, cursor: bool) -> String {
-    let mut sql = format!(
-        "SELECT c.id, c.platform, c.external_chat_id, c.office_id, c.last_activity_at, \
-         c.unread_count, cl.id AS client_id, cl.name, cl.phone, cl.email, \
-         m.id AS m_id, m.direction, substr(m.text, 1, {PREVIEW_CHARS}) AS preview, \
-         m.created_at AS m_created_at \
-         FROM conversations c \
-         JOIN clients cl ON cl.id = c.client_id \
-         LEFT JOIN messages m ON m.id = c.last_message_id"
-    );
     let mut n = 0;
     let mut next = || {
         n += 1;
@@ -58,21 +54,29 @@ pub fn inbox_sql(platform: bool, cursor: bool) -> String {
     };
     let mut conds = Vec::new();
     if platform {
-        conds.push(format!("c.platform = {}", next()));
+        conds.push(format!("platform = {}", next()));
     }
     if cursor {
         let (a, b) = (next(), next());
-        conds.push(format!("(c.last_activity_at, c.id) < ({a}, {b})"));
+        conds.push(format!("(last_activity_at, id) < ({a}, {b})"));
     }
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
     let (limit, offset) = (next(), next());
-    sql.push_str(&format!(
-        " ORDER BY c.last_activity_at DESC, c.id DESC LIMIT {limit} OFFSET {offset}"
-    ));
-    sql
+    format!(
+        "SELECT c.id, c.platform, c.external_chat_id, c.office_id, c.last_activity_at, \
+         c.unread_count, cl.id AS client_id, cl.name, cl.phone, cl.email, \
+         m.id AS m_id, m.direction, substr(m.text, 1, {PREVIEW_CHARS}) AS preview, \
+         m.created_at AS m_created_at \
+         FROM (SELECT id, platform, external_chat_id, office_id, last_activity_at, \
+         unread_count, client_id, last_message_id FROM conversations{filter} \
+         ORDER BY last_activity_at DESC, id DESC LIMIT {limit} OFFSET {offset}) c \
+         JOIN clients cl ON cl.id = c.client_id \
+         LEFT JOIN messages m ON m.id = c.last_message_id"
+    )
 }
 
 /// One page of at most `limit` conversations after `cursor`, skipping `offset` rows
@@ -93,7 +97,10 @@ pub async fn page(
         q = q.bind(c.ts).bind(c.id);
     }
     let rows = q.bind(limit).bind(offset).fetch_all(&db.pool).await?;
-    rows.iter().map(item).collect()
+    let mut items = rows.iter().map(item).collect::<Result<Vec<_>, _>>()?;
+    // Newest activity first, ties by id: the order of the subquery's index walk.
+    items.sort_unstable_by_key(|i| std::cmp::Reverse((i.last_activity_at, i.id)));
+    Ok(items)
 }
 
 fn item(r: &AnyRow) -> Result<InboxItem, sqlx::Error> {

@@ -186,6 +186,7 @@ both_backends!(send_stores_and_enqueues_or_stores_nothing, |t| {
         )
         .await;
     let status = resp.status().as_u16();
+    let sent: Value = resp.json().await.unwrap();
     let body: Value = app
         .get(&format!("/api/conversations/{conv}/messages"))
         .await
@@ -203,6 +204,18 @@ both_backends!(send_stores_and_enqueues_or_stores_nothing, |t| {
             assert!(stored);
             assert_eq!(body["messages"][0]["direction"], "out");
             assert_eq!(body["messages"][0]["delivery_status"], "pending");
+            // ...and its send task exists, committed with it.
+            use sqlx::Row;
+            let tasks: i64 =
+                sqlx::query("SELECT count(*) FROM tasks WHERE kind = 'send_message' AND id = $1")
+                    .bind(sent["task_id"].as_i64().unwrap())
+                    .fetch_one(&t.db.pool)
+                    .await
+                    .unwrap()
+                    .try_get(0)
+                    .unwrap();
+            assert_eq!(tasks, 1);
+            assert_eq!(sent["id"], body["messages"][0]["id"]);
         }
         // The queue refuses: nothing stored.
         503 => assert!(!stored),

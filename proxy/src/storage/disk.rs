@@ -116,6 +116,11 @@ impl DiskTier {
         Ok(Some(DiskLookup::Large(meta, file)))
     }
 
+    /// Whether an entry file exists (one `stat`, no verification).
+    pub fn exists(&self, hash: &str) -> bool {
+        self.path(hash).is_file()
+    }
+
     /// Remove an entry (purge); returns whether a file existed.
     pub fn remove(&self, hash: &str) -> bool {
         self.lru.remove(hash);

@@ -110,6 +110,15 @@ impl TieredStorage {
         Some((meta, Box::new(TieredHit::Fill(reader))))
     }
 
+    /// Whether a lookup for `key` would find something now (a fill in progress, a memory
+    /// entry, or a disk file); used by the cache lock to avoid a second writer.
+    pub fn can_serve(&self, key: &CacheKey) -> bool {
+        let hash = hash_hex(key);
+        (self.streaming && self.fills.find(&hash, None).is_some())
+            || self.memory.get(&hash).is_some()
+            || self.disk.exists(&hash)
+    }
+
     async fn remove_hash(&'static self, hash: String) -> bool {
         let in_mem = self.memory.remove(&hash);
         let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(&hash))
@@ -251,6 +260,8 @@ impl HandleHit for TieredHit {
         }
     }
 
+    /// Nothing to release: a disk hit's file closes on drop, so a hit dropped early (client
+    /// gone) needs no cleanup either.
     async fn finish(
         self: Box<Self>,
         _storage: &'static (dyn Storage + Sync),
@@ -487,6 +498,8 @@ impl Storage for TieredStorage {
         }
     }
 
+    /// `cache.streaming_fill`: when true pingora releases the cache lock as soon as the miss
+    /// handler exists, and waiting readers stream the fill (see `storage/fill.rs`).
     fn support_streaming_partial_write(&self) -> bool {
         self.streaming
     }

@@ -57,10 +57,21 @@ mode = "sometimes"
 fn unknown_key_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("edge.toml");
-    std::fs::write(&p, "[cache]\ndirectory = \"/x\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "[cache]\ndirectory = \"/x\"\n[admin]\ntoken = \"t\"\n[[route]]\nprefix = \"/\"\nttl = 1\n",
+    )
+    .unwrap();
     let (code, out) = check(&p);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("directory"), "{out}");
+    // every unknown key, each with its path
+    for key in [
+        "cache.directory: unknown key",
+        "admin.token: unknown key",
+        "route[0].ttl: unknown key",
+    ] {
+        assert!(out.contains(key), "missing {key} in:\n{out}");
+    }
 }
 
 #[test]
