@@ -40,6 +40,21 @@ impl HotMeta {
         }
     }
 
+    /// Whether the entry is fresh at `now` (same rule as [`CacheMeta::is_fresh`]).
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.fresh_until >= now
+    }
+
+    /// Age at `now` (same rule as [`CacheMeta::age`]).
+    pub fn age(&self, now: SystemTime) -> std::time::Duration {
+        now.duration_since(self.updated).unwrap_or_default()
+    }
+
+    /// The stored response header.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
     /// A fresh [`CacheMeta`] equal to the captured one for serving purposes.
     pub fn to_meta(&self) -> CacheMeta {
         CacheMeta::new(

@@ -110,6 +110,25 @@ impl TieredStorage {
         Some((meta, Box::new(TieredHit::Fill(reader))))
     }
 
+    /// A fresh memory-tier entry for `url` that can be served without pingora's cache state
+    /// machine (see `Edge::serve_memory_hit`): `None` when the object is being filled, not
+    /// in memory, or not fresh at `now` (pingora's lookup then decides: revalidate, serve
+    /// stale, disk tier...).
+    pub fn fresh_memory_hit(&self, url: &str, now: std::time::SystemTime) -> Option<Arc<MemEntry>> {
+        let hash = hash_hex(&cache_key(url));
+        if self.streaming && self.fills.find(&hash, None).is_some() {
+            return None;
+        }
+        let e = self.memory.get(&hash)?;
+        if !e.hot.is_fresh(now) {
+            return None;
+        }
+        if e.due_touch() {
+            self.disk.lru.touch(&hash);
+        }
+        Some(e)
+    }
+
     /// Whether a lookup for `key` would find something now (a fill in progress, a memory
     /// entry, or a disk file); used by the cache lock to avoid a second writer.
     pub fn can_serve(&self, key: &CacheKey) -> bool {

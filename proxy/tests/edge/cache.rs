@@ -407,3 +407,53 @@ async fn head_is_served_from_the_same_entry() {
     assert_eq!(r.headers()["content-length"], "3000");
     assert_eq!(origin.requests_for("/media/hd"), 1);
 }
+
+/// Memory hits are answered by the edge's fast path (`Edge::serve_memory_hit`); the response
+/// must look like pingora's own cache hit: Age, Accept-Ranges, stored validators, HEAD
+/// without a body, 304 without representation headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hit_headers_get_head_and_304() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/fast", body_of(65_536, 9));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    assert_eq!(
+        get(&edge.url("/media/fast"), &[]).await.cache_status(),
+        "MISS"
+    );
+
+    let r = get(&edge.url("/media/fast"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(r.sha(), sha);
+    assert_eq!(r.header("content-length"), "65536");
+    assert_eq!(r.header("accept-ranges"), "bytes");
+    assert!(r.header("age").parse::<u64>().is_ok(), "{:?}", r.headers);
+    assert_eq!(r.header("etag"), format!("\"{sha}\""));
+    assert_eq!(
+        r.header("cache-control"),
+        "public, max-age=604800, immutable"
+    );
+    assert!(!r.header("expires").is_empty());
+
+    let h = client().head(edge.url("/media/fast")).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    assert_eq!(h.headers()["x-cache-status"], "HIT");
+    assert_eq!(h.headers()["content-length"], "65536");
+    assert!(h.bytes().await.unwrap().is_empty());
+
+    let etag = format!("\"{sha}\"");
+    let r = get(&edge.url("/media/fast"), &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.cache_status(), "HIT");
+    assert!(r.body.is_empty());
+    assert!(r.headers.get("content-type").is_none());
+    assert!(r.headers.get("accept-ranges").is_none());
+    assert_eq!(r.header("etag"), etag);
+
+    // Range is left to pingora's hit path
+    let r = get(&edge.url("/media/fast"), &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), 10);
+    assert_eq!(origin.requests_for("/media/fast"), 1);
+}
