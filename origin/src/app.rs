@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     let probes = Router::new()
         .route("/healthz", get(crate::api::health::healthz))
         .route("/readyz", get(crate::api::health::readyz))
+        .route("/metrics", get(crate::api::health::metrics))
         .layer(axum::middleware::map_response(
             |mut resp: axum::response::Response| async move {
                 resp.headers_mut()

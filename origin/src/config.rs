@@ -210,8 +210,9 @@ fn check_range<T: PartialOrd + fmt::Display>(
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerFile {
-    /// Address and port the HTTP API listens on. Default `"127.0.0.1:8080"`; any
-    /// `IP:PORT` (port 0 picks a free port). Env `KOMORA_LISTEN`.
+    /// Address and port the HTTP API listens on. Default `"127.0.0.1:8081"` (the edge
+    /// listens on 8080 in front of it); any `IP:PORT` (port 0 picks a free port).
+    /// Env `KOMORA_LISTEN`.
     pub listen: String,
     /// Largest JSON request body, bytes. Default 1048576 (1 MiB); 1024..=67108864.
     /// Media uploads have their own limit, `media.max_upload_bytes`.
@@ -224,7 +225,7 @@ pub struct ServerFile {
 impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
-            listen: "127.0.0.1:8080".into(),
+            listen: "127.0.0.1:8081".into(),
             json_body_limit_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
         }

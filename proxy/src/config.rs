@@ -101,7 +101,7 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Origin peers, round-robin among healthy ones. Unit: `HOST:PORT`.
-    /// Default `["127.0.0.1:9000"]`, at least one.
+    /// Default `["127.0.0.1:8081"]`, at least one.
     pub origins: Option<Vec<String>>,
     /// TCP health-check period per origin. Seconds. Default 5, range 1..=3600.
     pub health_check_interval_secs: Option<u64>,
@@ -657,7 +657,7 @@ impl RawConfig {
         let u = self.upstream.unwrap_or_default();
         let origins_raw = u
             .origins
-            .unwrap_or_else(|| vec!["127.0.0.1:9000".to_string()]);
+            .unwrap_or_else(|| vec!["127.0.0.1:8081".to_string()]);
         if origins_raw.is_empty() {
             c.err("upstream.origins", "at least one origin is required");
         }

@@ -8,7 +8,7 @@ fn shipped_file_and_defaults_are_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/origin.toml");
     let config = Config::load(std::path::Path::new(path)).unwrap();
     assert_eq!(config.database.url, "sqlite://var/komora.db");
-    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8081");
     let defaults = Config::defaults().unwrap();
     assert_eq!(defaults.media.max_upload_bytes, 50 * 1024 * 1024);
 }

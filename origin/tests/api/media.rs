@@ -418,3 +418,32 @@ both_backends!(readiness_fails_when_the_database_is_gone, |t| {
         .unwrap();
     assert_eq!(h.status(), 200);
 });
+
+both_backends!(metrics_report_queue_depth_read_from_the_database, |t| {
+    let app = spawn_app(&t).await;
+    let mut conn = t.db.pool.acquire().await.unwrap();
+    let task = komora_origin::queue::NewTask {
+        kind: "download_and_save_media".into(),
+        payload: serde_json::json!({}),
+        idempotency_key: None,
+        run_at_ms: None,
+    };
+    komora_origin::queue::enqueue(&mut conn, &app.state.config.queue, task)
+        .await
+        .unwrap();
+    drop(conn);
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    // Gauges are global to the test process (other tests scrape too), so assert the series
+    // exists rather than its exact value.
+    assert!(
+        text.contains("komora_queue_depth{queue=\"low\"}"),
+        "no low-queue depth in /metrics:\n{text}"
+    );
+});
