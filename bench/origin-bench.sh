@@ -5,7 +5,7 @@
 #
 #   bench/origin-bench.sh [sqlite|postgres|both]
 #
-# Env: CONVERSATIONS, MESSAGES, REQUESTS (per scenario), PG_ADMIN_URL
+# Env: CONVERSATIONS, MESSAGES, REQUESTS (per scenario), DEPTH, PG_ADMIN_URL
 # (default postgres://postgres@127.0.0.1:5432/test), PORT (default 18080).
 # Targets (PostgreSQL): inbox p99 < 5 ms, messages p99 < 2 ms.
 set -euo pipefail
@@ -16,6 +16,8 @@ CONVERSATIONS=${CONVERSATIONS:-100000}
 MESSAGES=${MESSAGES:-20}
 REQUESTS=${REQUESTS:-2000}
 PORT=${PORT:-18080}
+# Depth of the deep offset/cursor scenarios: 50000, or half the conversations if fewer.
+export DEPTH=${DEPTH:-$(( CONVERSATIONS / 2 < 50000 ? CONVERSATIONS / 2 : 50000 ))}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 WORK=$(mktemp -d /tmp/komora-bench.XXXXXX)
 BIN=target/release/komora-origin

@@ -2,12 +2,14 @@
 """Latency loop for the origin API: sequential keep-alive requests, p50/p99 per scenario.
 
 Usage: origin-load.py BASE_URL TOKEN [REQUESTS]
-Scenarios: inbox page of 50 (offset 0, offset 50000, cursor at depth 50000, platform
+Scenarios: inbox page of 50 (offset 0, offset DEPTH, cursor at depth DEPTH, platform
 filter) and messages page of 100 (offset 0, before-cursor) over random conversations.
+DEPTH comes from the environment (default 50000; must be below the conversation count).
 Latencies are measured by the client (include Python + loopback overhead, ~0.1 ms).
 """
 import http.client
 import json
+import os
 import random
 import sys
 import time
@@ -15,6 +17,7 @@ import urllib.parse
 
 base, token = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
+depth = int(os.environ.get("DEPTH", "50000"))
 u = urllib.parse.urlparse(base)
 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
 headers = {"Authorization": f"Bearer {token}"}
@@ -47,7 +50,7 @@ def run(name, paths):
 
 first = json.loads(get("/api/inbox?limit=50"))
 conv_ids = [c["id"] for c in first["conversations"]]
-deep = json.loads(get("/api/inbox?limit=50&offset=49950"))
+deep = json.loads(get(f"/api/inbox?limit=50&offset={depth - 50}"))
 deep_cursor = deep["next_cursor"]
 # Conversation ids to sample messages from: walk a few pages.
 pages = [json.loads(get(f"/api/inbox?limit=200&offset={o}")) for o in range(0, 20000, 2000)]
@@ -61,8 +64,8 @@ for cid in rnd.sample(conv_ids, min(200, len(conv_ids))):
         msg_cursors[cid] = m["next_cursor"]
 
 run("inbox limit=50 offset=0", ["/api/inbox?limit=50"] * n)
-run("inbox limit=50 offset=50000", ["/api/inbox?limit=50&offset=50000"] * max(50, n // 10))
-run("inbox limit=50 cursor@50000", [f"/api/inbox?limit=50&cursor={deep_cursor}"] * n)
+run(f"inbox limit=50 offset={depth}", [f"/api/inbox?limit=50&offset={depth}"] * max(50, n // 10))
+run(f"inbox limit=50 cursor@{depth}", [f"/api/inbox?limit=50&cursor={deep_cursor}"] * n)
 run("inbox limit=50 platform=telegram", ["/api/inbox?limit=50&platform=telegram"] * n)
 run(
     "messages limit=100 offset=0",
