@@ -76,6 +76,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Stops the launcher (and so its children) if the test fails half-way, so a failed run
+/// leaves no servers behind.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
@@ -113,6 +126,7 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
+    let mut child = StopOnDrop(child);
     let tx_err = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -263,10 +277,10 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
     );
 
     // Ctrl-C: everything stops and nothing is left running.
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.0.try_wait().unwrap() {
             break st;
         }
         assert!(
