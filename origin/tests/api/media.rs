@@ -221,6 +221,8 @@ both_backends!(media_upload_limits_and_auth, |t| {
     assert_eq!(ok.status(), 201);
     let big = app.upload(vec![7u8; 1001], "image/png").await;
     assert_eq!(big.status(), 413);
+    // Refused unread: the client is told the connection ends, so it does not reuse it.
+    assert_eq!(big.headers()["connection"], "close");
     let body: Value = big.json().await.unwrap();
     assert_eq!(body["parameter"], "body");
     // Without Content-Length (chunked): still cut off while streaming.
@@ -236,6 +238,7 @@ both_backends!(media_upload_limits_and_auth, |t| {
         .await
         .unwrap();
     assert_eq!(chunked.status(), 413);
+    assert_eq!(chunked.headers()["connection"], "close");
     // Nothing of the refused uploads was recorded.
     use sqlx::Row;
     let n: i64 = sqlx::query("SELECT count(*) FROM media")
@@ -255,6 +258,7 @@ both_backends!(media_upload_limits_and_auth, |t| {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["connection"], "close");
     let anon = app
         .client
         .post(format!("{}/api/media", app.base))

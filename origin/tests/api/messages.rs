@@ -261,6 +261,7 @@ both_backends!(send_rejects_bad_input, |t| {
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
+    assert_eq!(huge.headers()["connection"], "close");
     let got: Value = huge.json().await.unwrap();
     assert_eq!(got["parameter"], "body");
     // Over the text limit (with a body limit large enough to carry it).
