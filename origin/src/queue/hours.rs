@@ -217,7 +217,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap() // unwrap: test-only
     }
 
     fn weekdays_9_18() -> String {
@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn same_instant_differs_across_timezones() {
-        let h = OfficeHours::parse(&weekdays_9_18(), "[]").unwrap();
+        let h = OfficeHours::parse(&weekdays_9_18(), "[]").unwrap(); // unwrap: test-only
+
         // Tue 2026-11-24 08:30 UTC: 09:30 in Warsaw (open), 03:30 in New York (closed),
         // 17:30 in Tokyo (open), 21:30 in Auckland (closed).
         let now = utc(2026, 11, 24, 8, 30);
@@ -242,7 +243,7 @@ mod tests {
 
     #[test]
     fn boundaries_are_half_open() {
-        let h = OfficeHours::parse(&weekdays_9_18(), "[]").unwrap();
+        let h = OfficeHours::parse(&weekdays_9_18(), "[]").unwrap(); // unwrap: test-only
         let tz = chrono_tz::UTC;
         assert!(!h.is_open(tz, utc(2026, 11, 24, 8, 59)).0);
         assert!(h.is_open(tz, utc(2026, 11, 24, 9, 0)).0);
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn overnight_shift_spans_midnight() {
-        let h = OfficeHours::parse(r#"{"fri":["22:00-06:00"]}"#, "[]").unwrap();
+        let h = OfficeHours::parse(r#"{"fri":["22:00-06:00"]}"#, "[]").unwrap(); // unwrap: test-only
         let tz = chrono_tz::UTC;
         assert!(!h.is_open(tz, utc(2026, 11, 27, 21, 59)).0); // Fri
         assert!(h.is_open(tz, utc(2026, 11, 27, 23, 30)).0); // Fri night
@@ -265,7 +266,7 @@ mod tests {
         assert!(why.contains("overnight"), "{why}");
         assert!(!h.is_open(tz, utc(2026, 11, 28, 6, 0)).0);
         // A day off on Friday cancels the whole shift, its Saturday tail included.
-        let h = OfficeHours::parse(r#"{"fri":["22:00-06:00"]}"#, r#"["2026-11-27"]"#).unwrap();
+        let h = OfficeHours::parse(r#"{"fri":["22:00-06:00"]}"#, r#"["2026-11-27"]"#).unwrap(); // unwrap: test-only
         assert!(!h.is_open(tz, utc(2026, 11, 27, 23, 30)).0);
         assert!(!h.is_open(tz, utc(2026, 11, 28, 5, 0)).0);
     }
@@ -274,22 +275,22 @@ mod tests {
     fn midnight_in_local_time_not_utc() {
         // Open 00:00-02:00 on Wednesdays in Warsaw (UTC+1 in winter): Tue 23:30 UTC is
         // Wed 00:30 local.
-        let h = OfficeHours::parse(r#"{"wed":["00:00-02:00"]}"#, "[]").unwrap();
+        let h = OfficeHours::parse(r#"{"wed":["00:00-02:00"]}"#, "[]").unwrap(); // unwrap: test-only
         assert!(
             h.is_open(chrono_tz::Europe::Warsaw, utc(2026, 11, 24, 23, 30))
                 .0
         );
         assert!(!h.is_open(chrono_tz::UTC, utc(2026, 11, 24, 23, 30)).0);
         // 24:00 as an end means midnight.
-        let h = OfficeHours::parse(r#"{"tue":["18:00-24:00"]}"#, "[]").unwrap();
+        let h = OfficeHours::parse(r#"{"tue":["18:00-24:00"]}"#, "[]").unwrap(); // unwrap: test-only
         assert!(h.is_open(chrono_tz::UTC, utc(2026, 11, 24, 23, 59)).0);
         assert!(!h.is_open(chrono_tz::UTC, utc(2026, 11, 25, 0, 0)).0);
     }
 
     #[test]
     fn days_off_are_local_dates() {
-        let h = OfficeHours::parse(&weekdays_9_18(), r#"["2026-12-25"]"#).unwrap();
-        // Fri 2026-12-25 10:00 in Tokyo is 01:00 UTC.
+        let h = OfficeHours::parse(&weekdays_9_18(), r#"["2026-12-25"]"#).unwrap(); // unwrap: test-only
+                                                                                    // Fri 2026-12-25 10:00 in Tokyo is 01:00 UTC.
         let (open, why) = h.is_open(chrono_tz::Asia::Tokyo, utc(2026, 12, 25, 1, 0));
         assert!(!open);
         assert!(why.contains("2026-12-25 is a day off"), "{why}");

@@ -359,11 +359,11 @@ mod tests {
         let m = parse_body(
             br#"{"update_id":1,"message":{"message_id":5,"chat":{"id":-100},"caption":"pic"}}"#,
         )
-        .unwrap()
-        .unwrap();
+        .unwrap() // unwrap: test-only
+        .unwrap(); // unwrap: test-only
         assert_eq!((m.chat_id.as_str(), m.message_id.as_str()), ("-100", "5"));
         assert_eq!(m.text, "pic");
-        assert!(parse_body(br#"{"update_id":1}"#).unwrap().is_none());
+        assert!(parse_body(br#"{"update_id":1}"#).unwrap().is_none()); // unwrap: test-only
         assert!(parse_body(br#"{"chat_id":"1"}"#).is_err());
         assert!(parse_body(b"not json").is_err());
     }
