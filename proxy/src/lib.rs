@@ -5,6 +5,7 @@
 //! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long.
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
+//! - [`direct`]: memory hits written straight to plain HTTP/1.1 sockets (sendfile for large bodies).
 //! - [`lock`]: the cache lock that collapses concurrent misses.
 //! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
 //!
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod direct;
 pub mod eviction;
 pub mod lock;
 pub mod metrics;

@@ -79,14 +79,14 @@ mod tests {
 
     #[tokio::test]
     async fn would_be_writer_of_a_stored_key_becomes_a_finished_reader() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap(); // unwrap: test-only
         let overrides = Overrides {
             cache_dir: Some(dir.path().display().to_string()),
             ..Default::default()
         };
-        let config = EdgeConfig::load(None, &overrides).unwrap();
+        let config = EdgeConfig::load(None, &overrides).unwrap(); // unwrap: test-only
         let storage: &'static TieredStorage =
-            Box::leak(Box::new(TieredStorage::new(&config.cache).unwrap()));
+            Box::leak(Box::new(TieredStorage::new(&config.cache).unwrap())); // unwrap: test-only
         let lock = EdgeLock::new(Duration::from_secs(5), storage);
         let key = cache_key("/media/l");
 
@@ -103,14 +103,14 @@ mod tests {
             now,
             0,
             0,
-            ResponseHeader::build(200, None).unwrap(),
+            ResponseHeader::build(200, None).unwrap(), // unwrap: test-only
         );
         let span = Span::inactive().handle();
-        let mut miss = storage.get_miss_handler(&key, &meta, &span).await.unwrap();
+        let mut miss = storage.get_miss_handler(&key, &meta, &span).await.unwrap(); // unwrap: test-only
         miss.write_body(bytes::Bytes::from_static(b"body"), true)
             .await
-            .unwrap();
-        miss.finish().await.unwrap();
+            .unwrap(); // unwrap: test-only
+        miss.finish().await.unwrap(); // unwrap: test-only
         lock.release(&key, permit, LockStatus::Done);
 
         // a request that missed just before the commit must not become a second writer

@@ -5,8 +5,8 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All edge metrics.
@@ -30,6 +30,11 @@ pub struct Metrics {
     pub origin_latency: Histogram,
     /// Requests that waited on another request's cache fill (cache lock readers).
     pub lock_waits: IntCounter,
+    /// Memory hits whose body went out with sendfile (zero-copy).
+    pub sendfile_responses: IntCounter,
+    /// Entry files held open for zero-copy sends (bounded by
+    /// `cache.memory.sendfile_max_open_files`).
+    pub sendfile_open_files: IntGauge,
     /// `requests` children resolved once, in [`STATUSES`] order (no label hashing per request).
     by_status: Vec<IntCounter>,
 }
@@ -91,6 +96,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "komora_edge_cache_lock_waits_total",
         "Requests that waited on a cache lock",
     )?;
+    let sendfile_responses = IntCounter::new(
+        "komora_edge_sendfile_responses_total",
+        "Memory hits sent with sendfile",
+    )?;
+    let sendfile_open_files = IntGauge::new(
+        "komora_edge_sendfile_open_files",
+        "Entry files held open for sendfile",
+    )?;
+    registry.register(Box::new(sendfile_responses.clone()))?;
+    registry.register(Box::new(sendfile_open_files.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(bytes_served.clone()))?;
     registry.register(Box::new(entries.clone()))?;
@@ -116,6 +131,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         integrity_failures,
         origin_latency,
         lock_waits,
+        sendfile_responses,
+        sendfile_open_files,
     })
 }
 

@@ -140,17 +140,17 @@ mod tests {
     }
 
     fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
-        let mut r = ResponseHeader::build(200, None).unwrap();
+        let mut r = ResponseHeader::build(200, None).unwrap(); // unwrap: test-only
         for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
+            r.append_header(k.to_string(), *v).unwrap(); // unwrap: test-only
         }
         r
     }
 
     fn req(auth: bool) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/media/x", None).unwrap();
+        let mut r = RequestHeader::build("GET", b"/media/x", None).unwrap(); // unwrap: test-only
         if auth {
-            r.insert_header("authorization", "Bearer x").unwrap();
+            r.insert_header("authorization", "Bearer x").unwrap(); // unwrap: test-only
         }
         r
     }
@@ -161,7 +161,7 @@ mod tests {
         else {
             panic!("should cache")
         };
-        let ttl = m.fresh_until().duration_since(SystemTime::now()).unwrap();
+        let ttl = m.fresh_until().duration_since(SystemTime::now()).unwrap(); // unwrap: test-only
         assert!(ttl > Duration::from_secs(90) && ttl <= Duration::from_secs(100));
         let RespCacheable::Cacheable(m) = response_cacheable(
             &route(),

@@ -48,9 +48,26 @@ fn server_conf(config: &EdgeConfig) -> ServerConf {
     }
 }
 
+/// Raise the soft open-file limit to the hard limit: the edge holds client sockets, origin
+/// connections and up to `cache.memory.sendfile_max_open_files` entry files, and the usual
+/// soft default (1024) is far below what a busy edge needs. Failure is logged, not fatal.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 /// Build the server with all services; call `run_forever` on the result.
 /// The disk index rebuild starts here in the background; listeners do not wait for it.
 pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
+    raise_open_file_limit();
     let config = Arc::new(config);
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();

@@ -5,11 +5,13 @@
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
 use crate::config::{EdgeConfig, Route, RouteMode};
+use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
-use crate::storage::{cache_key, TieredStorage};
+use crate::storage::memory::HotMeta;
+use crate::storage::{cache_key, DiskDirect, TieredStorage};
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use pingora::cache::key::CacheKey;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::{CacheOptionOverrides, RespCacheable};
@@ -18,8 +20,10 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
+use pingora::protocols::http::date::get_cached_date;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,14 +68,19 @@ impl Edge {
 }
 
 impl Edge {
-    /// Fast path for the hottest case: a fresh memory-tier object on a cache route, asked
-    /// without `Range`/`If-Range`. Builds the same response pingora's cache hit path would
-    /// (stored header, `Age`, `Accept-Ranges`, 304 for matching conditionals via pingora's
-    /// own filter, HEAD without body, `X-Cache-Status: HIT`, client max-age) and writes it
-    /// directly, skipping the cache state machine (key, lookup, meta rebuild, hit handler).
+    /// Fast path for the hottest case: a fresh cached object on a cache route, asked without
+    /// `Range`/`If-Range`. Builds the same response pingora's cache hit path would (stored
+    /// header, `Age`, `Accept-Ranges`, 304 for matching conditionals via pingora's own filter,
+    /// HEAD without body, `X-Cache-Status: HIT`, client max-age) and writes it itself,
+    /// skipping the cache state machine (key, lookup, meta rebuild, hit handler).
+    ///
+    /// Memory hits are served this way on every connection: straight to the socket on
+    /// plain-TCP HTTP/1.1 keep-alive (see [`crate::direct`]), through pingora's session
+    /// otherwise. On such direct connections a fresh disk-tier object is served too: small
+    /// ones are promoted to memory first, large ones go out by sendfile from their file.
     /// Returns false (nothing written) when anything else should decide.
     async fn serve_memory_hit(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
-        let Some(route) = ctx.route.as_ref() else {
+        let Some(route) = ctx.route.clone() else {
             return Ok(false);
         };
         let req = session.req_header();
@@ -83,32 +92,63 @@ impl Edge {
             return Ok(false);
         }
         let now = SystemTime::now();
-        let Some(entry) = self.storage.fresh_memory_hit(path_and_query(session), now) else {
+        let fd = direct::downstream_fd(session);
+        let entry = match self.storage.fresh_memory_hit(path_and_query(session), now) {
+            Some(e) => e,
+            None => {
+                let Some(fd) = fd else {
+                    return Ok(false);
+                };
+                match self
+                    .storage
+                    .fresh_disk_hit(path_and_query(session), now)
+                    .await
+                {
+                    Some(DiskDirect::Promoted(e)) => e,
+                    Some(DiskDirect::File(found)) => {
+                        let (hot, file) = &*found;
+                        return Ok(self
+                            .send_disk_hit(session, ctx, fd, &route, now, hot, file)
+                            .await);
+                    }
+                    None => return Ok(false),
+                }
+            }
+        };
+        let Some((not_modified, header_only)) = hit_shape(session, &entry.hot) else {
             return Ok(false);
         };
-        let hot = &entry.hot;
-        let stored = hot.header();
-        let mut header = Box::new(stored.clone());
-        header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
-        header.set_version(http::Version::HTTP_11);
-        let not_modified = not_modified_filter(session.req_header(), &header);
-        let is_head = session.req_header().method == http::Method::HEAD;
-        if not_modified {
-            to_304(&mut header);
-        } else if header.status == http::StatusCode::OK
-            && header.headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            header.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
-        } else {
-            // Not the plain stored-200 shape this path mirrors; let pingora serve it.
-            return Ok(false);
-        }
         ctx.status = "HIT";
-        header.insert_header("x-cache-status", ctx.status)?;
-        if let Some(max_age) = route.client_max_age {
-            policy::apply_client_max_age(&mut header, max_age)?;
+
+        if let Some(fd) = fd {
+            let second = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let kind = if not_modified {
+                HeadKind::NotModified
+            } else {
+                HeadKind::Ok
+            };
+            let head = entry.heads.get(kind, second, || {
+                direct_head(hit_header(&entry.hot, &route, now, not_modified).ok()?)
+            });
+            let body = match (&entry.file, header_only) {
+                (_, true) => Body::None,
+                (Some(f), false) if f.unchanged() => Body::File(f),
+                // No kept file, or it changed on disk since it was verified: the verified
+                // in-memory bytes go out instead.
+                (_, false) => Body::Bytes(&entry.body),
+            };
+            let len = if header_only {
+                0
+            } else {
+                entry.body.len() as u64
+            };
+            write_direct(session, fd, head, body, "memory", len).await;
+            return Ok(true);
         }
-        let header_only = not_modified || is_head;
+
+        let header = hit_header(&entry.hot, &route, now, not_modified)?;
         session
             .write_response_header(header, header_only)
             .await
@@ -124,6 +164,130 @@ impl Edge {
                 .map_err(|e| e.into_down())?;
         }
         Ok(true)
+    }
+
+    /// A large fresh disk-tier object, written directly: head built for this request, body
+    /// by sendfile from the verified entry file. False (nothing written) when the stored
+    /// response is not the plain 200 this path mirrors.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_disk_hit(
+        &self,
+        session: &mut Session,
+        ctx: &mut EdgeCtx,
+        fd: RawFd,
+        route: &Route,
+        now: SystemTime,
+        hot: &HotMeta,
+        file: &BodyFile,
+    ) -> bool {
+        let Some((not_modified, header_only)) = hit_shape(session, hot) else {
+            return false;
+        };
+        let Some(head) = hit_header(hot, route, now, not_modified)
+            .ok()
+            .and_then(direct_head)
+        else {
+            return false;
+        };
+        ctx.status = "HIT";
+        let (body, len) = if header_only {
+            (Body::None, 0)
+        } else {
+            (Body::File(file), file.len())
+        };
+        write_direct(session, fd, Some(head), body, "disk", len).await;
+        true
+    }
+}
+
+/// For a stored response a hit fast path can serve (a 200 with `Content-Length`):
+/// (`not_modified`, `header_only`) for this request; `None` for anything else.
+fn hit_shape(session: &Session, hot: &HotMeta) -> Option<(bool, bool)> {
+    let stored = hot.header();
+    if stored.status != http::StatusCode::OK
+        || !stored.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return None;
+    }
+    // Only ETag / Last-Modified of the stored header take part in the match.
+    let not_modified = not_modified_filter(session.req_header(), stored);
+    let header_only = not_modified || session.req_header().method == http::Method::HEAD;
+    Some((not_modified, header_only))
+}
+
+/// The response header of a cache hit, as pingora's cache hit path builds it: the stored
+/// header with `Age`, HTTP/1.1, `Accept-Ranges` (or the 304 form), `X-Cache-Status: HIT` and
+/// the route's client max-age.
+fn hit_header(
+    hot: &HotMeta,
+    route: &Route,
+    now: SystemTime,
+    not_modified: bool,
+) -> Result<Box<ResponseHeader>> {
+    let mut header = Box::new(hot.header().clone());
+    header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
+    header.set_version(http::Version::HTTP_11);
+    if not_modified {
+        to_304(&mut header);
+    } else {
+        header.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
+    }
+    header.insert_header("x-cache-status", "HIT")?;
+    if let Some(max_age) = route.client_max_age {
+        policy::apply_client_max_age(&mut header, max_age)?;
+    }
+    Ok(header)
+}
+
+/// `header` serialized for a direct write, with the `Date` and `Connection` headers
+/// pingora's own header writer adds to every response.
+fn direct_head(mut header: Box<ResponseHeader>) -> Option<Bytes> {
+    header
+        .insert_header(http::header::DATE, get_cached_date())
+        .ok()?;
+    header
+        .insert_header(http::header::CONNECTION, "keep-alive")
+        .ok()?;
+    let mut head = BytesMut::with_capacity(512);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(header.status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(header.get_reason_phrase().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\n");
+    header.header_to_h1_wire(&mut head);
+    head.put_slice(b"\r\n");
+    Some(head.freeze())
+}
+
+/// Write `head` and `body` (`len` body bytes, counted for `tier`) straight to the socket.
+/// Pingora's session saw no response of its own, so it has no body left to finish and
+/// reuses the connection; after a failed write (or without a head, not expected for a
+/// stored 200) the connection is marked not reusable and pingora closes it instead of
+/// writing anything more.
+async fn write_direct(
+    session: &mut Session,
+    fd: RawFd,
+    head: Option<Bytes>,
+    body: Body<'_>,
+    tier: &'static str,
+    len: u64,
+) {
+    let Some(head) = head else {
+        session.set_keepalive(None);
+        return;
+    };
+    let sendfile = matches!(body, Body::File(_));
+    match direct::send_response(fd, &head, body).await {
+        Ok(_) => {
+            METRICS.bytes_served.with_label_values(&[tier]).inc_by(len);
+            if sendfile {
+                METRICS.sendfile_responses.inc();
+            }
+        }
+        Err((e, written)) => {
+            tracing::debug!(error = %e, written, "direct write failed, closing connection");
+            session.set_keepalive(None);
+        }
     }
 }
 

@@ -30,8 +30,9 @@ pub struct DiskTier {
 
 /// Result of a disk lookup.
 pub enum DiskLookup {
-    /// Body small enough to read whole; already verified.
-    Small(EntryMeta, Vec<u8>),
+    /// Body small enough to read whole; already verified. The file is returned too (open
+    /// for reading) so the memory tier can keep it for zero-copy sends.
+    Small(EntryMeta, Vec<u8>, File),
     /// Body to stream; verified, file positioned at the body start.
     Large(EntryMeta, File),
 }
@@ -97,7 +98,7 @@ impl DiskTier {
         }
         if meta.header.body_len <= small_limit {
             return match entry::read_body_verified(&mut file, &meta.header) {
-                Ok(body) => Ok(Some(DiskLookup::Small(meta, body))),
+                Ok(body) => Ok(Some(DiskLookup::Small(meta, body, file))),
                 Err(e) => {
                     self.reject(hash, &e);
                     Ok(None)
@@ -150,7 +151,9 @@ impl DiskTier {
         header: &[u8],
     ) -> io::Result<DiskWriter> {
         let tmp_path = self.tmp_path();
+        // Readable too: after commit the same descriptor serves zero-copy sends.
         let mut file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp_path)?;
@@ -314,8 +317,8 @@ impl DiskWriter {
     }
 
     /// Fill in the prefix, rename into place and admit into the index (evicting to budget).
-    /// Returns the file size.
-    pub fn commit(mut self, tier: &DiskTier) -> io::Result<u64> {
+    /// Returns the file size and the committed file, still open for reading.
+    pub fn commit(mut self, tier: &DiskTier) -> io::Result<(u64, File)> {
         let mut f = self
             .file
             .take()
@@ -325,7 +328,6 @@ impl DiskWriter {
         f.write_all(&self.header.encode())?;
         f.flush()?;
         let id = identity(&f)?;
-        drop(f);
         let final_path = tier.path(&self.hash);
         if let Some(parent) = final_path.parent() {
             fs::create_dir_all(parent)?;
@@ -336,7 +338,7 @@ impl DiskWriter {
         let victims = tier.lru.admit(&self.hash, &self.url, size, Some(id));
         tier.delete_victims(victims);
         tier.report();
-        Ok(size)
+        Ok((size, f))
     }
 }
 

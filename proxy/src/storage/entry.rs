@@ -225,7 +225,7 @@ mod tests {
             body_sha256: [1; 32],
             meta_sha256: [2; 32],
         };
-        assert_eq!(EntryHeader::decode(&h.encode()).unwrap(), h);
+        assert_eq!(EntryHeader::decode(&h.encode()).unwrap(), h); // unwrap: test-only
         let mut bad = h.encode();
         bad[0] = b'X';
         assert!(EntryHeader::decode(&bad).is_err());

@@ -4,6 +4,7 @@
 //! Entries hold the body as [`Bytes`] so a hit hands out zero-copy slices. Moka evicts on its
 //! own (TinyLFU); evictions are counted, explicit removals are not evictions.
 
+use crate::direct::{BodyFile, HeadCache};
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
@@ -77,6 +78,12 @@ pub struct MemEntry {
     pub hot: HotMeta,
     /// The whole body.
     pub body: Bytes,
+    /// The entry's disk file, kept open for zero-copy sends of bodies of at least
+    /// `cache.memory.sendfile_min_size` (see [`crate::direct`]); `None` below that size,
+    /// when the open-file budget is used up, or when zero-copy is off.
+    pub file: Option<Arc<BodyFile>>,
+    /// Serialized response heads of the current second for direct writes.
+    pub heads: HeadCache,
     /// Primary key (URL), for purge by prefix.
     pub url: String,
     /// Unix second this entry last refreshed its disk LRU position (see [`Self::due_touch`]).
@@ -100,9 +107,17 @@ impl MemEntry {
         MemEntry {
             hot,
             body,
+            file: None,
+            heads: HeadCache::default(),
             url,
             touched: AtomicU64::new(unix_now()),
         }
+    }
+
+    /// The same entry with a disk file for zero-copy sends.
+    pub fn with_file(mut self, file: Option<Arc<BodyFile>>) -> Self {
+        self.file = file;
+        self
     }
 
     /// True (at most once per interval) when the caller should touch the disk LRU.

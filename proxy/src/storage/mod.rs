@@ -11,6 +11,8 @@
 //! - `purge` removes an entry from both tiers (invalidation or eviction requested by pingora);
 //!   budget eviction happens inside each tier and is counted separately.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
+//! - Memory entries of at least `cache.memory.sendfile_min_size` keep their disk file open
+//!   so a hit can be sent with sendfile (see [`crate::direct`]).
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
 //! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
 //!   as they arrive (see `storage/fill.rs`); such partial hits are not seekable.
@@ -21,6 +23,7 @@ pub mod fill;
 pub mod memory;
 
 use crate::config::CacheSettings;
+use crate::direct::BodyFile;
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -39,6 +42,7 @@ use std::any::Any;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The cache key for a request URL (path and query). GET and HEAD share it; the edge talks
 /// to one origin service, so the host is not part of the key.
@@ -59,6 +63,14 @@ fn internal_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     Error::because(ErrorType::InternalError, ctx, e)
 }
 
+/// A fresh disk-tier object found for a direct write.
+pub enum DiskDirect {
+    /// Small: now promoted to (and served from) the memory tier.
+    Promoted(Arc<MemEntry>),
+    /// Large: its meta and verified body file, for this response only.
+    File(Box<(HotMeta, BodyFile)>),
+}
+
 /// Memory + disk storage.
 pub struct TieredStorage {
     memory: MemoryTier,
@@ -66,6 +78,10 @@ pub struct TieredStorage {
     mem_max_object: u64,
     fills: Fills,
     streaming: bool,
+    /// `cache.memory.sendfile_min_size`; `None` = zero-copy off.
+    sendfile_min: Option<u64>,
+    /// `cache.memory.sendfile_max_open_files`.
+    sendfile_max_open: usize,
 }
 
 impl TieredStorage {
@@ -81,6 +97,8 @@ impl TieredStorage {
             mem_max_object: cfg.memory_max_object_size,
             fills: Fills::default(),
             streaming: cfg.streaming_fill,
+            sendfile_min: cfg.sendfile_min_size,
+            sendfile_max_open: cfg.sendfile_max_open_files,
         })
     }
 
@@ -92,6 +110,16 @@ impl TieredStorage {
             .spawn(move || self.disk.rebuild_index())
     }
 
+    /// Keep `file` beside a memory entry for zero-copy sends if its body is large enough
+    /// and the open-file budget allows.
+    fn body_file(&self, file: File, offset: u64, len: u64) -> Option<Arc<BodyFile>> {
+        let min = self.sendfile_min?;
+        if len < min || len == 0 {
+            return None;
+        }
+        BodyFile::new(file, offset, len, self.sendfile_max_open).map(Arc::new)
+    }
+
     /// (entries, bytes) indexed on disk.
     pub fn disk_totals(&self) -> (u64, u64) {
         self.disk.lru.totals()
@@ -100,6 +128,9 @@ impl TieredStorage {
     /// Refresh the per-tier gauges.
     pub fn report(&self) {
         self.memory.report();
+        METRICS
+            .sendfile_open_files
+            .set(i64::try_from(crate::direct::open_files()).unwrap_or(i64::MAX));
         self.disk.report();
     }
 
@@ -127,6 +158,66 @@ impl TieredStorage {
             self.disk.lru.touch(&hash);
         }
         Some(e)
+    }
+
+    /// A disk-tier body up to `cache.memory.max_object_size`, already verified, into the
+    /// memory tier. `None` (entry removed, counted) when its meta does not parse.
+    fn promote(
+        &self,
+        hash: String,
+        m: entry::EntryMeta,
+        body: Vec<u8>,
+        file: File,
+    ) -> Option<(CacheMeta, Arc<MemEntry>)> {
+        let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
+            METRICS.integrity_failures.inc();
+            self.disk.remove(&hash);
+            return None;
+        };
+        let body = Bytes::from(body);
+        let file = self.body_file(file, m.header.body_offset(), m.header.body_len);
+        let e = Arc::new(MemEntry::new(HotMeta::of(&meta), body, m.key).with_file(file));
+        self.memory.insert(hash, e.clone());
+        Some((meta, e))
+    }
+
+    /// For a direct write (see `Edge::serve_memory_hit`): a fresh object for `url` that is
+    /// not in memory, looked up on disk. Small bodies are promoted to memory as `lookup`
+    /// does; large ones come back as their verified, open file. `None` when the object is
+    /// being filled, is in memory (then pingora decides: revalidate, stale...), is not on
+    /// disk, is not fresh, or the lookup failed (pingora's own lookup then reports it).
+    pub async fn fresh_disk_hit(&'static self, url: &str, now: SystemTime) -> Option<DiskDirect> {
+        let hash = hash_hex(&cache_key(url));
+        if (self.streaming && self.fills.find(&hash, None).is_some())
+            || self.memory.get(&hash).is_some()
+        {
+            return None;
+        }
+        let h = hash.clone();
+        let found =
+            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
+                .await
+                .ok()?
+                .ok()??;
+        match found {
+            DiskLookup::Small(m, body, file) => {
+                let (_, e) = self.promote(hash, m, body, file)?;
+                e.hot.is_fresh(now).then_some(DiskDirect::Promoted(e))
+            }
+            DiskLookup::Large(m, file) => {
+                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
+                    METRICS.integrity_failures.inc();
+                    self.disk.remove(&hash);
+                    return None;
+                };
+                if !meta.is_fresh(now) {
+                    return None;
+                }
+                let body =
+                    BodyFile::for_one_response(file, m.header.body_offset(), m.header.body_len)?;
+                Some(DiskDirect::File(Box::new((HotMeta::of(&meta), body))))
+            }
+        }
     }
 
     /// Whether a lookup for `key` would find something now (a fill in progress, a memory
@@ -400,7 +491,8 @@ impl HandleMiss for TieredMiss {
             .take()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
         let body_len = w.body_len();
-        let size = w
+        let body_offset = w.body_offset();
+        let (size, file) = w
             .commit(&self.storage.disk)
             .map_err(|e| internal_err("disk cache commit", e))?;
         if let Some(f) = self.fill.take() {
@@ -417,9 +509,10 @@ impl HandleMiss for TieredMiss {
                 }
                 b.freeze()
             };
+            let file = self.storage.body_file(file, body_offset, body_len);
             self.storage.memory.insert(
                 self.hash.clone(),
-                Arc::new(MemEntry::new(hot, body, std::mem::take(&mut self.url))),
+                Arc::new(MemEntry::new(hot, body, std::mem::take(&mut self.url)).with_file(file)),
             );
         }
         Ok(MissFinishType::Created(
@@ -467,19 +560,13 @@ impl Storage for TieredStorage {
                 .map_err(|e| internal_err("disk lookup", e))?;
         match found {
             None => Ok(None),
-            Some(DiskLookup::Small(m, body)) => {
-                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
-                    METRICS.integrity_failures.inc();
-                    self.disk.remove(&hash);
-                    return Ok(None);
-                };
-                let body = Bytes::from(body);
-                self.memory.insert(
-                    hash,
-                    Arc::new(MemEntry::new(HotMeta::of(&meta), body.clone(), m.key)),
-                );
-                Ok(Some((meta, Box::new(TieredHit::mem(body, "disk")))))
-            }
+            Some(DiskLookup::Small(m, body, file)) => match self.promote(hash, m, body, file) {
+                Some((meta, e)) => Ok(Some((
+                    meta,
+                    Box::new(TieredHit::mem(e.body.clone(), "disk")),
+                ))),
+                None => Ok(None),
+            },
             Some(DiskLookup::Large(m, file)) => {
                 let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
                     METRICS.integrity_failures.inc();
@@ -588,11 +675,12 @@ impl Storage for TieredStorage {
         if let Some(e) = self.memory.get(&hash) {
             self.memory.insert(
                 hash.clone(),
-                Arc::new(MemEntry::new(
-                    HotMeta::of(meta),
-                    e.body.clone(),
-                    e.url.clone(),
-                )),
+                // The kept file still holds these body bytes even after the disk entry
+                // below is rewritten (its old inode lives on until this entry goes).
+                Arc::new(
+                    MemEntry::new(HotMeta::of(meta), e.body.clone(), e.url.clone())
+                        .with_file(e.file.clone()),
+                ),
             );
             updated = true;
         }

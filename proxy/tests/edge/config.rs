@@ -27,6 +27,8 @@ listen = ["not-an-addr"]
 threads = 0
 [cache.memory]
 max_capacity = 0
+sendfile_min_size = 65536
+sendfile_max_open_files = 2000000
 [cache.disk]
 chunk_size = 1
 [[route]]
@@ -41,6 +43,8 @@ mode = "sometimes"
         "server.listen[0]",
         "server.threads",
         "cache.memory.max_capacity: must be > 0",
+        "cache.memory.sendfile_min_size: must be in 0..=0",
+        "cache.memory.sendfile_max_open_files: must be in 0..=1000000",
         "cache.disk.chunk_size",
         "route[0].prefix",
         "route[0].mode",

@@ -7,3 +7,4 @@ mod common;
 mod config;
 mod server;
 mod storage;
+mod zerocopy;
