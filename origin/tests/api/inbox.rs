@@ -109,6 +109,8 @@ both_backends!(api_requires_a_valid_bearer_token, |t| {
     let none = app.client.get(&url).send().await.unwrap();
     assert_eq!(none.status(), 401);
     assert_eq!(none.headers()["cache-control"], "private, no-store");
+    // No body was refused, so the connection stays reusable.
+    assert!(none.headers().get("connection").is_none());
     let body: Value = none.json().await.unwrap();
     assert!(body["error"].is_string());
     for bad in ["wrong", &"a".repeat(64), &"x".repeat(5000)] {

@@ -267,6 +267,7 @@ both_backends!(media_upload_limits_and_auth, |t| {
         .await
         .unwrap();
     assert_eq!(anon.status(), 401);
+    assert_eq!(anon.headers()["connection"], "close");
 });
 
 both_backends!(media_large_upload_goes_multipart, |t| {
