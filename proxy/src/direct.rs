@@ -17,7 +17,8 @@
 //!   cached descriptors can never starve the listener of descriptors for new connections.
 //! - [`HeadCache`]: per entry, the serialized 200 and 304 heads of the current second.
 //! - [`downstream_fd`]: the socket of a plain-TCP HTTP/1.1 keep-alive downstream, or `None`
-//!   for TLS, HTTP/2, HTTP/1.0, `Connection: close`, which keep pingora's write path.
+//!   for TLS, HTTP/2, HTTP/1.0, `Connection: close` or an unread request body, which keep
+//!   pingora's write path.
 //! - [`send_response`]: write head and body, waiting for writability through tokio when the
 //!   socket buffer is full and giving up after [`STALL_TIMEOUT`] without progress.
 //!
@@ -211,10 +212,17 @@ pub fn open_files() -> usize {
 }
 
 /// The socket of `session`'s downstream if it is plain TCP (or a Unix socket) speaking
-/// HTTP/1.1 and the connection will be kept alive; `None` otherwise (TLS, HTTP/2, HTTP/1.0,
-/// `Connection: close`), which means "use pingora's normal write path".
-pub fn downstream_fd(session: &Session) -> Option<RawFd> {
-    if session.req_header().version != http::Version::HTTP_11 {
+/// HTTP/1.1, the request body (if any) has been read to its end and the connection will be
+/// kept alive; `None` otherwise (TLS, HTTP/2, HTTP/1.0, `Connection: close`, an unread
+/// request body), which means "use pingora's normal write path".
+///
+/// The unread body matters: a response sent before it ends must close the connection (the
+/// client may skip the body after a final response, RFC 9110 §10.1.1, and draining it later
+/// would eat the next request); pingora's writer does that, the direct path would not.
+pub fn downstream_fd(session: &mut Session) -> Option<RawFd> {
+    if session.req_header().version != http::Version::HTTP_11
+        || !session.as_downstream_mut().is_body_done()
+    {
         return None;
     }
     let h1 = session.as_downstream().as_http1()?;

@@ -115,10 +115,11 @@ impl Edge {
                 }
             }
         };
-        let Some((not_modified, header_only)) = hit_shape(session, &entry.hot) else {
+        let Some((not_modified, header_only)) =
+            hit_shape(session, &entry.hot, entry.body.len() as u64)
+        else {
             return Ok(false);
         };
-        ctx.status = "HIT";
 
         if let Some(fd) = fd {
             let second = now
@@ -129,9 +130,13 @@ impl Edge {
             } else {
                 HeadKind::Ok
             };
-            let head = entry.heads.get(kind, second, || {
+            let Some(head) = entry.heads.get(kind, second, || {
                 direct_head(hit_header(&entry.hot, &route, now, not_modified).ok()?)
-            });
+            }) else {
+                // Not expected for a stored 200; nothing is written, pingora's path decides.
+                return Ok(false);
+            };
+            ctx.status = "HIT";
             let body = match (&entry.file, header_only) {
                 (_, true) => Body::None,
                 (Some(f), false) if f.unchanged() => Body::File(f),
@@ -148,6 +153,7 @@ impl Edge {
             return Ok(true);
         }
 
+        ctx.status = "HIT";
         let header = hit_header(&entry.hot, &route, now, not_modified)?;
         session
             .write_response_header(header, header_only)
@@ -180,7 +186,7 @@ impl Edge {
         hot: &HotMeta,
         file: &BodyFile,
     ) -> bool {
-        let Some((not_modified, header_only)) = hit_shape(session, hot) else {
+        let Some((not_modified, header_only)) = hit_shape(session, hot, file.len()) else {
             return false;
         };
         let Some(head) = hit_header(hot, route, now, not_modified)
@@ -195,18 +201,23 @@ impl Edge {
         } else {
             (Body::File(file), file.len())
         };
-        write_direct(session, fd, Some(head), body, "disk", len).await;
+        write_direct(session, fd, head, body, "disk", len).await;
         true
     }
 }
 
-/// For a stored response a hit fast path can serve (a 200 with `Content-Length`):
-/// (`not_modified`, `header_only`) for this request; `None` for anything else.
-fn hit_shape(session: &Session, hot: &HotMeta) -> Option<(bool, bool)> {
+/// For a stored response a hit fast path can serve (a 200 whose `Content-Length` is
+/// `body_len`, the bytes about to be sent): (`not_modified`, `header_only`) for this
+/// request; `None` for anything else. The direct writes trust that header for framing, as
+/// pingora's body writer would not, so a mismatch falls back to pingora's path.
+fn hit_shape(session: &Session, hot: &HotMeta, body_len: u64) -> Option<(bool, bool)> {
     let stored = hot.header();
-    if stored.status != http::StatusCode::OK
-        || !stored.headers.contains_key(http::header::CONTENT_LENGTH)
-    {
+    let declared = stored
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if stored.status != http::StatusCode::OK || declared != Some(body_len) {
         return None;
     }
     // Only ETag / Last-Modified of the stored header take part in the match.
@@ -261,21 +272,16 @@ fn direct_head(mut header: Box<ResponseHeader>) -> Option<Bytes> {
 
 /// Write `head` and `body` (`len` body bytes, counted for `tier`) straight to the socket.
 /// Pingora's session saw no response of its own, so it has no body left to finish and
-/// reuses the connection; after a failed write (or without a head, not expected for a
-/// stored 200) the connection is marked not reusable and pingora closes it instead of
-/// writing anything more.
+/// reuses the connection; after a failed write the connection is marked not reusable and
+/// pingora closes it instead of writing anything more.
 async fn write_direct(
     session: &mut Session,
     fd: RawFd,
-    head: Option<Bytes>,
+    head: Bytes,
     body: Body<'_>,
     tier: &'static str,
     len: u64,
 ) {
-    let Some(head) = head else {
-        session.set_keepalive(None);
-        return;
-    };
     let sendfile = matches!(body, Body::File(_));
     match direct::send_response(fd, &head, body).await {
         Ok(_) => {
