@@ -130,7 +130,9 @@ pub struct RawMemory {
     /// At most this many entry files are held open for zero-copy sends (each memory entry
     /// of at least `sendfile_min_size` holds one). Count. Default 4096, range 0..=1000000;
     /// keep it well below the process's open-file limit, which the edge raises to its hard
-    /// limit at start.
+    /// limit at start. A held file the disk tier evicts, purges or rewrites stays allocated
+    /// until its memory entry goes: disk use can exceed the disk budget by up to the memory
+    /// tier's `max_capacity`.
     pub sendfile_max_open_files: Option<u64>,
 }
 

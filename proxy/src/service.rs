@@ -91,7 +91,7 @@ impl Edge {
         {
             return Ok(false);
         }
-        let now = SystemTime::now();
+        let mut now = SystemTime::now();
         let fd = direct::downstream_fd(session);
         let entry = match self.storage.fresh_memory_hit(path_and_query(session), now) {
             Some(e) => e,
@@ -99,11 +99,13 @@ impl Edge {
                 let Some(fd) = fd else {
                     return Ok(false);
                 };
-                match self
+                let found = self
                     .storage
                     .fresh_disk_hit(path_and_query(session), now)
-                    .await
-                {
+                    .await;
+                // The lookup ran on the blocking pool: Age and Date follow the clock now.
+                now = SystemTime::now();
+                match found {
                     Some(DiskDirect::Promoted(e)) => e,
                     Some(DiskDirect::File(found)) => {
                         let (hot, file) = &*found;
