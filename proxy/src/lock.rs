@@ -15,8 +15,7 @@ use std::time::Duration;
 /// Cache lock used by the edge.
 pub struct EdgeLock {
     inner: CacheLock,
-    // Only ever holds short-lived entries used to mint finished read locks.
-    scratch: CacheLock,
+    age_timeout: Duration,
     storage: &'static TieredStorage,
 }
 
@@ -25,19 +24,17 @@ impl EdgeLock {
     pub fn new(age_timeout: Duration, storage: &'static TieredStorage) -> Self {
         EdgeLock {
             inner: CacheLock::new(age_timeout),
-            scratch: CacheLock::new(age_timeout),
+            age_timeout,
             storage,
         }
     }
 
-    /// A read lock whose writer is already done: waiting on it returns at once.
-    fn finished_read_lock(&self, key: &CacheKey) -> Option<Locked> {
-        let Locked::Write(permit) = self.scratch.lock(key, false) else {
-            return None;
-        };
-        let read = self.scratch.lock(key, false);
-        self.scratch.release(key, permit, LockStatus::Done);
-        matches!(read, Locked::Read(_)).then_some(read)
+    /// A read lock whose writer is already done: waiting on it returns at once. It is a lock
+    /// of its own, in no table, so concurrent redirects of one key never meet.
+    fn finished_read_lock(&self) -> Locked {
+        let (mut permit, stub) = WritePermit::new(self.age_timeout, false, http::Extensions::new());
+        permit.unlock(LockStatus::Done);
+        Locked::Read(stub.read_lock())
     }
 }
 
@@ -47,19 +44,14 @@ impl CacheKeyLock for EdgeLock {
     /// revalidating a stale copy (`stale_writer`) are never redirected.
     fn lock(&self, key: &CacheKey, stale_writer: bool) -> Locked {
         let locked = self.inner.lock(key, stale_writer);
-        if stale_writer || !matches!(locked, Locked::Write(_)) || !self.storage.can_serve(key) {
-            return locked;
-        }
         let Locked::Write(permit) = locked else {
             return locked;
         };
-        match self.finished_read_lock(key) {
-            Some(read) => {
-                self.inner.release(key, permit, LockStatus::Done);
-                read
-            }
-            None => Locked::Write(permit),
+        if stale_writer || !self.storage.can_serve(key) {
+            return Locked::Write(permit);
         }
+        self.inner.release(key, permit, LockStatus::Done);
+        self.finished_read_lock()
     }
 
     fn release(&self, key: &CacheKey, permit: WritePermit, reason: LockStatus) {
