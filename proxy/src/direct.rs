@@ -36,7 +36,7 @@
 // descriptor is `unsafe`. See the two SAFETY comments below.
 #![allow(unsafe_code)]
 
-use crate::eviction::Verified;
+use crate::eviction::{identity, Verified};
 use bytes::Bytes;
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
@@ -75,36 +75,24 @@ pub struct BodyFile {
     counted: bool,
 }
 
-fn identity(file: &File) -> io::Result<Verified> {
-    let m = file.metadata()?;
-    Ok((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
-}
-
 impl BodyFile {
     /// Keep `file` (whose body of `len` bytes starts at `offset`) for zero-copy sends, if a
     /// slot is free under `max_open`. `file` must be readable and its body already verified
     /// (or written by us); its current identity is recorded as the verified one.
     pub fn new(file: File, offset: u64, len: u64, max_open: usize) -> Option<Self> {
-        let id = identity(&file).ok()?;
-        if id.0 < offset.checked_add(len)? {
-            return None;
-        }
+        let mut kept = Self::for_one_response(file, offset, len)?;
         OPEN_FILES
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max_open).then_some(n + 1)
             })
             .ok()?;
-        Some(BodyFile {
-            file,
-            offset,
-            len,
-            id,
-            counted: true,
-        })
+        kept.counted = true;
+        Some(kept)
     }
 
     /// `file` (already verified, body of `len` bytes at `offset`) for one response only: not
-    /// counted against the open-file budget, closed when the response is done.
+    /// counted against the open-file budget, closed when the response is done. `None` when
+    /// the file is shorter than the body.
     pub fn for_one_response(file: File, offset: u64, len: u64) -> Option<Self> {
         let id = identity(&file).ok()?;
         if id.0 < offset.checked_add(len)? {
@@ -169,14 +157,17 @@ pub struct HeadCache {
 }
 
 impl HeadCache {
-    /// The `kind` head for Unix second `second`, built by `build` at most once per second.
-    /// `None` when `build` fails (the caller then uses pingora's write path).
+    /// The `kind` head for the Unix second of `now`, built by `build` at most once per
+    /// second. `None` when `build` fails (the caller then uses pingora's write path).
     pub fn get(
         &self,
         kind: HeadKind,
-        second: u64,
+        now: SystemTime,
         build: impl FnOnce() -> Option<Bytes>,
     ) -> Option<Bytes> {
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         // A poisoned lock only means a builder panicked; the cached bytes are still whole.
         let mut h = self.heads.lock().unwrap_or_else(|e| e.into_inner());
         if h.second != second {
@@ -204,6 +195,17 @@ pub enum Body<'a> {
     Bytes(&'a Bytes),
     /// The body of a kept entry file, sent with sendfile (no copy).
     File(&'a BodyFile),
+}
+
+impl Body<'_> {
+    /// Body bytes this sends.
+    pub fn size(&self) -> u64 {
+        match self {
+            Body::None => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(f) => f.len(),
+        }
+    }
 }
 
 /// Number of [`BodyFile`]s open now (for metrics and tests).

@@ -8,11 +8,19 @@
 //! the former goes through [`DiskLru::admit`]/[`DiskLru::over_budget`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// File identity an integrity check was done for: (length, mtime).
 pub type Verified = (u64, SystemTime);
+
+/// The current identity of an open file (one `fstat`).
+pub fn identity(file: &File) -> io::Result<Verified> {
+    let m = file.metadata()?;
+    Ok((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
 
 struct Slot {
     size: u64,
@@ -142,6 +150,11 @@ impl DiskLru {
         g.order.remove(&old);
         g.order.insert(seq, hash.to_string());
         true
+    }
+
+    /// Whether `hash` is indexed (a committed entry; no disk access).
+    pub fn contains(&self, hash: &str) -> bool {
+        self.lock().map.contains_key(hash)
     }
 
     /// Forget an entry (purge or integrity failure); returns whether it was indexed.

@@ -9,7 +9,7 @@ use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
 use crate::storage::memory::HotMeta;
-use crate::storage::{cache_key, DiskDirect, TieredStorage};
+use crate::storage::{cache_key, FreshHit, TieredStorage};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::cache::key::CacheKey;
@@ -91,31 +91,23 @@ impl Edge {
         {
             return Ok(false);
         }
-        let mut now = SystemTime::now();
         let fd = direct::downstream_fd(session);
-        let entry = match self.storage.fresh_memory_hit(path_and_query(session), now) {
-            Some(e) => e,
-            None => {
-                let Some(fd) = fd else {
-                    return Ok(false);
-                };
-                let found = self
-                    .storage
-                    .fresh_disk_hit(path_and_query(session), now)
-                    .await;
-                // The lookup ran on the blocking pool: Age and Date follow the clock now.
-                now = SystemTime::now();
-                match found {
-                    Some(DiskDirect::Promoted(e)) => e,
-                    Some(DiskDirect::File(found)) => {
-                        let (hot, file) = &*found;
-                        return Ok(self
-                            .send_disk_hit(session, ctx, fd, &route, now, hot, file)
-                            .await);
-                    }
-                    None => return Ok(false),
-                }
+        // Disk objects only where they can be sent from their file (a direct connection).
+        let found = self
+            .storage
+            .fresh_hit(path_and_query(session), SystemTime::now(), fd.is_some())
+            .await;
+        // A disk lookup may have run on the blocking pool: Age and Date follow the clock now.
+        let now = SystemTime::now();
+        let entry = match (found, fd) {
+            (Some(FreshHit::Memory(e)), _) => e,
+            (Some(FreshHit::File(found)), Some(fd)) => {
+                let (hot, file) = &*found;
+                return Ok(self
+                    .send_disk_hit(session, ctx, fd, &route, now, hot, file)
+                    .await);
             }
+            _ => return Ok(false),
         };
         let Some((not_modified, header_only)) =
             hit_shape(session, &entry.hot, entry.body.len() as u64)
@@ -124,34 +116,26 @@ impl Edge {
         };
 
         if let Some(fd) = fd {
-            let second = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
             let kind = if not_modified {
                 HeadKind::NotModified
             } else {
                 HeadKind::Ok
             };
-            let Some(head) = entry.heads.get(kind, second, || {
+            let Some(head) = entry.heads.get(kind, now, || {
                 direct_head(hit_header(&entry.hot, &route, now, not_modified).ok()?)
             }) else {
                 // Not expected for a stored 200; nothing is written, pingora's path decides.
                 return Ok(false);
             };
             ctx.status = "HIT";
-            let body = match (&entry.file, header_only) {
-                (_, true) => Body::None,
-                (Some(f), false) if f.unchanged() => Body::File(f),
+            let body = match entry.file.as_deref() {
+                _ if header_only => Body::None,
+                Some(f) if f.unchanged() => Body::File(f),
                 // No kept file, or it changed on disk since it was verified: the verified
                 // in-memory bytes go out instead.
-                (_, false) => Body::Bytes(&entry.body),
+                _ => Body::Bytes(&entry.body),
             };
-            let len = if header_only {
-                0
-            } else {
-                entry.body.len() as u64
-            };
-            write_direct(session, fd, head, body, "memory", len).await;
+            write_direct(session, fd, head, body, "memory").await;
             return Ok(true);
         }
 
@@ -198,12 +182,12 @@ impl Edge {
             return false;
         };
         ctx.status = "HIT";
-        let (body, len) = if header_only {
-            (Body::None, 0)
+        let body = if header_only {
+            Body::None
         } else {
-            (Body::File(file), file.len())
+            Body::File(file)
         };
-        write_direct(session, fd, head, body, "disk", len).await;
+        write_direct(session, fd, head, body, "disk").await;
         true
     }
 }
@@ -272,7 +256,7 @@ fn direct_head(mut header: Box<ResponseHeader>) -> Option<Bytes> {
     Some(head.freeze())
 }
 
-/// Write `head` and `body` (`len` body bytes, counted for `tier`) straight to the socket.
+/// Write `head` and `body` (its bytes counted for `tier`) straight to the socket.
 /// Pingora's session saw no response of its own, so it has no body left to finish and
 /// reuses the connection; after a failed write the connection is marked not reusable and
 /// pingora closes it instead of writing anything more.
@@ -282,9 +266,8 @@ async fn write_direct(
     head: Bytes,
     body: Body<'_>,
     tier: &'static str,
-    len: u64,
 ) {
-    let sendfile = matches!(body, Body::File(_));
+    let (len, sendfile) = (body.size(), matches!(body, Body::File(_)));
     match direct::send_response(fd, &head, body).await {
         Ok(_) => {
             METRICS.bytes_served.with_label_values(&[tier]).inc_by(len);

@@ -8,7 +8,7 @@
 //! enough to do on the async worker, while whole-file work (lookup, verification, meta
 //! rewrite) runs on the blocking pool (see `storage/mod.rs`).
 
-use crate::eviction::{DiskLru, Verified};
+use crate::eviction::{identity, DiskLru};
 use crate::metrics::METRICS;
 use crate::storage::entry::{self, EntryError, EntryHeader, EntryMeta, FIXED_LEN};
 use sha2::{Digest, Sha256};
@@ -16,7 +16,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 /// The disk tier.
 pub struct DiskTier {
@@ -35,11 +34,6 @@ pub enum DiskLookup {
     Small(EntryMeta, Vec<u8>, File),
     /// Body to stream; verified, file positioned at the body start.
     Large(EntryMeta, File),
-}
-
-fn identity(file: &File) -> io::Result<Verified> {
-    let m = file.metadata()?;
-    Ok((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
 impl DiskTier {
@@ -115,11 +109,6 @@ impl DiskTier {
             file.seek(SeekFrom::Start(meta.header.body_offset()))?;
         }
         Ok(Some(DiskLookup::Large(meta, file)))
-    }
-
-    /// Whether an entry file exists (one `stat`, no verification).
-    pub fn exists(&self, hash: &str) -> bool {
-        self.path(hash).is_file()
     }
 
     /// Remove an entry (purge); returns whether a file existed.

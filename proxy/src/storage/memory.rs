@@ -162,6 +162,11 @@ impl MemoryTier {
         self.cache.get(hash)
     }
 
+    /// Whether an entry is present (not counted as an access by the eviction policy).
+    pub fn contains(&self, hash: &str) -> bool {
+        self.cache.contains_key(hash)
+    }
+
     /// Insert or replace an entry.
     pub fn insert(&self, hash: String, entry: Arc<MemEntry>) {
         self.cache.insert(hash, entry);

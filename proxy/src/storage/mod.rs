@@ -63,11 +63,11 @@ fn internal_err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     Error::because(ErrorType::InternalError, ctx, e)
 }
 
-/// A fresh disk-tier object found for a direct write.
-pub enum DiskDirect {
-    /// Small: now promoted to (and served from) the memory tier.
-    Promoted(Arc<MemEntry>),
-    /// Large: its meta and verified body file, for this response only.
+/// A fresh object found for a direct write (see [`TieredStorage::fresh_hit`]).
+pub enum FreshHit {
+    /// In the memory tier (found there, or a small disk-tier object just promoted).
+    Memory(Arc<MemEntry>),
+    /// A large disk-tier object: its meta and verified body file, for this response only.
     File(Box<(HotMeta, BodyFile)>),
 }
 
@@ -113,8 +113,8 @@ impl TieredStorage {
     /// Keep `file` beside a memory entry for zero-copy sends if its body is large enough
     /// and the open-file budget allows.
     fn body_file(&self, file: File, offset: u64, len: u64) -> Option<Arc<BodyFile>> {
-        let min = self.sendfile_min?;
-        if len < min || len == 0 {
+        // `sendfile_min` is never 0 (0 in the config means `None`), so empty bodies stay out.
+        if len < self.sendfile_min? {
             return None;
         }
         BodyFile::new(file, offset, len, self.sendfile_max_open).map(Arc::new)
@@ -141,23 +141,20 @@ impl TieredStorage {
         Some((meta, Box::new(TieredHit::Fill(reader))))
     }
 
-    /// A fresh memory-tier entry for `url` that can be served without pingora's cache state
-    /// machine (see `Edge::serve_memory_hit`): `None` when the object is being filled, not
-    /// in memory, or not fresh at `now` (pingora's lookup then decides: revalidate, serve
-    /// stale, disk tier...).
-    pub fn fresh_memory_hit(&self, url: &str, now: std::time::SystemTime) -> Option<Arc<MemEntry>> {
-        let hash = hash_hex(&cache_key(url));
-        if self.streaming && self.fills.find(&hash, None).is_some() {
-            return None;
+    /// Whether a streaming fill of `hash` is in progress (its readers go through pingora).
+    fn being_filled(&self, hash: &str) -> bool {
+        self.streaming && self.fills.find(hash, None).is_some()
+    }
+
+    /// The `CacheMeta` of a disk entry; `None` (entry removed, counted as an integrity
+    /// failure) when it does not parse.
+    fn parse_meta(&self, hash: &str, m: &entry::EntryMeta) -> Option<CacheMeta> {
+        let meta = CacheMeta::deserialize(&m.internal, &m.resp_header).ok();
+        if meta.is_none() {
+            METRICS.integrity_failures.inc();
+            self.disk.remove(hash);
         }
-        let e = self.memory.get(&hash)?;
-        if !e.hot.is_fresh(now) {
-            return None;
-        }
-        if e.due_touch() {
-            self.disk.lru.touch(&hash);
-        }
-        Some(e)
+        meta
     }
 
     /// A disk-tier body up to `cache.memory.max_object_size`, already verified, into the
@@ -169,11 +166,7 @@ impl TieredStorage {
         body: Vec<u8>,
         file: File,
     ) -> Option<(CacheMeta, Arc<MemEntry>)> {
-        let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
-            METRICS.integrity_failures.inc();
-            self.disk.remove(&hash);
-            return None;
-        };
+        let meta = self.parse_meta(&hash, &m)?;
         let body = Bytes::from(body);
         let file = self.body_file(file, m.header.body_offset(), m.header.body_len);
         let e = Arc::new(MemEntry::new(HotMeta::of(&meta), body, m.key).with_file(file));
@@ -181,16 +174,32 @@ impl TieredStorage {
         Some((meta, e))
     }
 
-    /// For a direct write (see `Edge::serve_memory_hit`): a fresh object for `url` that is
-    /// not in memory, looked up on disk. Small bodies are promoted to memory as `lookup`
-    /// does; large ones come back as their verified, open file. `None` when the object is
-    /// being filled, is in memory (then pingora decides: revalidate, stale...), is not on
-    /// disk, is not fresh, or the lookup failed (pingora's own lookup then reports it).
-    pub async fn fresh_disk_hit(&'static self, url: &str, now: SystemTime) -> Option<DiskDirect> {
+    /// A fresh object for `url` that can be served without pingora's cache state machine
+    /// (see `Edge::serve_memory_hit`). The memory tier is asked first; with `disk`, an
+    /// object only on disk is looked up there too: small bodies are promoted to memory as
+    /// `lookup` does, large ones come back as their verified, open file. `None` when the
+    /// object is being filled, is in memory but not fresh at `now`, is not stored, or the
+    /// lookup failed: pingora's own lookup then decides (revalidate, serve stale, report).
+    pub async fn fresh_hit(
+        &'static self,
+        url: &str,
+        now: SystemTime,
+        disk: bool,
+    ) -> Option<FreshHit> {
         let hash = hash_hex(&cache_key(url));
-        if (self.streaming && self.fills.find(&hash, None).is_some())
-            || self.memory.get(&hash).is_some()
-        {
+        if self.being_filled(&hash) {
+            return None;
+        }
+        if let Some(e) = self.memory.get(&hash) {
+            if !e.hot.is_fresh(now) {
+                return None;
+            }
+            if e.due_touch() {
+                self.disk.lru.touch(&hash);
+            }
+            return Some(FreshHit::Memory(e));
+        }
+        if !disk {
             return None;
         }
         let h = hash.clone();
@@ -201,32 +210,27 @@ impl TieredStorage {
                 .ok()??;
         match found {
             DiskLookup::Small(m, body, file) => {
-                let (_, e) = self.promote(hash, m, body, file)?;
-                e.hot.is_fresh(now).then_some(DiskDirect::Promoted(e))
+                let (meta, e) = self.promote(hash, m, body, file)?;
+                meta.is_fresh(now).then_some(FreshHit::Memory(e))
             }
             DiskLookup::Large(m, file) => {
-                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
-                    METRICS.integrity_failures.inc();
-                    self.disk.remove(&hash);
-                    return None;
-                };
+                let meta = self.parse_meta(&hash, &m)?;
                 if !meta.is_fresh(now) {
                     return None;
                 }
                 let body =
                     BodyFile::for_one_response(file, m.header.body_offset(), m.header.body_len)?;
-                Some(DiskDirect::File(Box::new((HotMeta::of(&meta), body))))
+                Some(FreshHit::File(Box::new((HotMeta::of(&meta), body))))
             }
         }
     }
 
     /// Whether a lookup for `key` would find something now (a fill in progress, a memory
-    /// entry, or a disk file); used by the cache lock to avoid a second writer.
+    /// entry, or a committed disk entry); used by the cache lock to avoid a second writer.
+    /// Index checks only, no disk access: a commit indexes its entry before it returns.
     pub fn can_serve(&self, key: &CacheKey) -> bool {
         let hash = hash_hex(key);
-        (self.streaming && self.fills.find(&hash, None).is_some())
-            || self.memory.get(&hash).is_some()
-            || self.disk.exists(&hash)
+        self.being_filled(&hash) || self.memory.contains(&hash) || self.disk.lru.contains(&hash)
     }
 
     async fn remove_hash(&'static self, hash: String) -> bool {
@@ -568,9 +572,7 @@ impl Storage for TieredStorage {
                 None => Ok(None),
             },
             Some(DiskLookup::Large(m, file)) => {
-                let Ok(meta) = CacheMeta::deserialize(&m.internal, &m.resp_header) else {
-                    METRICS.integrity_failures.inc();
-                    self.disk.remove(&hash);
+                let Some(meta) = self.parse_meta(&hash, &m) else {
                     return Ok(None);
                 };
                 let hit = DiskHit {
