@@ -389,70 +389,43 @@ fn known_keys(table: &str) -> &'static [&'static str] {
     }
 }
 
-/// Every key not in [`known_keys`], with its path (`cache.memory.bogus`, `route[1].bogus`).
-fn unknown_keys(root: &toml::Table) -> Vec<ConfigError> {
-    fn walk(schema: &str, path: &str, t: &toml::Table, out: &mut Vec<ConfigError>) {
-        let known = known_keys(schema);
-        for (k, v) in t {
-            let key_path = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            if !known.contains(&k.as_str()) {
-                out.push(ConfigError {
-                    key: key_path,
-                    message: format!("unknown key (expected one of: {})", known.join(", ")),
-                });
-                continue;
-            }
-            let child = if schema.is_empty() {
-                k.clone()
-            } else {
-                format!("{schema}.{k}")
-            };
-            match v {
-                toml::Value::Table(sub) if !known_keys(&child).is_empty() => {
-                    walk(&child, &key_path, sub, out)
-                }
-                toml::Value::Array(items) if child == "route" => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let toml::Value::Table(sub) = item {
-                            walk("route", &format!("route[{i}]"), sub, out);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk("", "", root, &mut out);
-    out
-}
-
-/// Remove the keys [`unknown_keys`] reports.
-fn strip_unknown(schema: &str, t: &mut toml::Table) {
+/// Remove every key not in [`known_keys`] from `t` (the table at `schema`, e.g.
+/// `cache.memory`, found at `path`, e.g. `route[1]`), reporting each with its path.
+fn strip_unknown(schema: &str, path: &str, t: &mut toml::Table, out: &mut Vec<ConfigError>) {
     let known = known_keys(schema);
-    t.retain(|k, _| known.contains(&k));
     for (k, v) in t.iter_mut() {
+        let key_path = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        if !known.contains(&k.as_str()) {
+            out.push(ConfigError {
+                key: key_path,
+                message: format!("unknown key (expected one of: {})", known.join(", ")),
+            });
+            continue;
+        }
         let child = if schema.is_empty() {
             k.clone()
         } else {
             format!("{schema}.{k}")
         };
         match v {
-            toml::Value::Table(sub) if !known_keys(&child).is_empty() => strip_unknown(&child, sub),
+            toml::Value::Table(sub) if !known_keys(&child).is_empty() => {
+                strip_unknown(&child, &key_path, sub, out)
+            }
             toml::Value::Array(items) if child == "route" => {
-                for item in items.iter_mut() {
+                for (i, item) in items.iter_mut().enumerate() {
                     if let toml::Value::Table(sub) = item {
-                        strip_unknown("route", sub);
+                        strip_unknown("route", &format!("route[{i}]"), sub, out);
                     }
                 }
             }
             _ => {}
         }
     }
+    t.retain(|k, _| known.contains(&k));
 }
 
 /// The `[table]` (or `[[table]]`) header in effect at the end of `before`, for error paths.
@@ -547,12 +520,12 @@ impl RawConfig {
                 message: format!("{}{line}", e.message()),
             }])
         })?;
-        let mut unknown = unknown_keys(&table);
+        let mut known = table;
+        let mut unknown = Vec::new();
+        strip_unknown("", "", &mut known, &mut unknown);
         if !unknown.is_empty() {
             // Report the value errors of the known keys in the same run, so one
             // --check-config shows everything.
-            let mut known = table;
-            strip_unknown("", &mut known);
             if let Ok(raw) = toml::Value::Table(known).try_into::<RawConfig>() {
                 if let Err(e) = raw.validate(source) {
                     unknown.extend(e.errors);
@@ -770,7 +743,7 @@ impl RawConfig {
                 600_000,
             )),
             streaming_fill: k.streaming_fill.unwrap_or(true),
-            sendfile_min_size: (sendfile_min > 0 && mem_obj > 0).then_some(sendfile_min),
+            sendfile_min_size: (sendfile_min > 0).then_some(sendfile_min),
             sendfile_max_open_files: usize::try_from(sendfile_max_open).unwrap_or(usize::MAX),
             memory_max_capacity: nz_u64(mem_cap),
             memory_max_object_size: mem_obj,
