@@ -53,6 +53,11 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(probes)
         .merge(crate::queue::routes())
+        // Outermost, around every route, fallback and the auth middleware: whoever answers
+        // without reading the request body, the response says the connection ends.
+        .layer(axum::middleware::from_fn(
+            crate::unread_body::close_if_unread,
+        ))
         .with_state(state)
 }
 

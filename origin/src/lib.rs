@@ -14,3 +14,4 @@ pub mod media;
 pub mod queue;
 pub mod seed;
 pub mod store;
+pub mod unread_body;

@@ -23,30 +23,13 @@ pub async fn require_bearer(State(state): State<AppState>, req: Request, next: N
         })
         .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_LEN)
         .map(str::to_string);
-    // A refused request's body is never read: say the connection ends (see ApiError::close).
-    let with_body = has_body(req.headers());
-    let refuse = |e: ApiError| {
-        if with_body {
-            e.closing().into_response()
-        } else {
-            e.into_response()
-        }
-    };
+    // A refused request's body stays unread; crate::unread_body adds `Connection: close`.
     let Some(token) = token else {
-        return refuse(ApiError::unauthorized());
+        return ApiError::unauthorized().into_response();
     };
     match crate::store::api_keys::authenticate(&state.db, &token).await {
         Ok(Some(_)) => next.run(req).await,
-        Ok(None) => refuse(ApiError::unauthorized()),
-        Err(e) => refuse(ApiError::from(e)),
+        Ok(None) => ApiError::unauthorized().into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-/// Whether the request announces a body (RFC 9112 §6.3: Transfer-Encoding or a non-zero
-/// Content-Length).
-fn has_body(headers: &header::HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
 }

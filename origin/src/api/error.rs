@@ -11,10 +11,6 @@ pub struct ApiError {
     pub message: String,
     /// The request parameter at fault, when one is.
     pub parameter: Option<&'static str>,
-    /// Set when the error is sent before the request body was read to its end. hyper then
-    /// closes the connection after the response; `Connection: close` says so, or a client
-    /// that pools connections sends its next request into the closing socket and fails.
-    pub close: bool,
 }
 
 #[derive(Serialize)]
@@ -30,7 +26,6 @@ impl ApiError {
             status,
             message: message.into(),
             parameter: None,
-            close: false,
         }
     }
 
@@ -40,7 +35,6 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             parameter: Some(parameter),
-            close: false,
         }
     }
 
@@ -54,14 +48,6 @@ impl ApiError {
 
     pub fn internal() -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }
-
-    /// The same error, sent with `Connection: close` (see [`ApiError::close`]).
-    pub fn closing(self) -> ApiError {
-        ApiError {
-            close: true,
-            ..self
-        }
     }
 }
 
@@ -90,10 +76,6 @@ impl IntoResponse for ApiError {
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-store"),
         );
-        if self.close {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         resp
     }
 }

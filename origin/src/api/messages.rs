@@ -100,8 +100,6 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
             status: StatusCode::PAYLOAD_TOO_LARGE,
             message: format!("body larger than {limit} bytes"),
             parameter: Some("body"),
-            // to_bytes stopped at the limit: the rest of the body is unread.
-            close: true,
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_param("body", format!("invalid JSON body: {e}")))

@@ -42,8 +42,6 @@ fn too_large(limit: u64) -> ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         message: format!("upload larger than {limit} bytes"),
         parameter: Some("body"),
-        // Refused before the body's end: the connection cannot be reused.
-        close: true,
     }
 }
 
@@ -94,8 +92,7 @@ pub async fn upload(
         return Err(ApiError::bad_param(
             "filename",
             format!("filename longer than {MAX_NAME_CHARS} characters"),
-        )
-        .closing());
+        ));
     }
     // Refuse early when the client announces an oversized body.
     if let Some(len) = headers
@@ -109,23 +106,20 @@ pub async fn upload(
     }
     let ctype = content_type(&headers);
 
-    let file = tempfile::tempfile().map_err(|e| io_error(e).closing())?;
+    let file = tempfile::tempfile().map_err(io_error)?;
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_param("body", format!("could not read the upload: {e}")).closing()
-        })?;
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_param("body", format!("could not read the upload: {e}")))?;
         size += chunk.len() as u64;
         if size > limit {
             return Err(too_large(limit));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| io_error(e).closing())?;
+        file.write_all(&chunk).await.map_err(io_error)?;
     }
     let sha = hex::encode(hasher.finalize());
 

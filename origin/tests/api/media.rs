@@ -219,6 +219,8 @@ both_backends!(media_upload_limits_and_auth, |t| {
     let app = spawn_app_with(&t, |raw| raw.media.max_upload_bytes = 1000, None).await;
     let ok = app.upload(vec![7u8; 1000], "image/png").await;
     assert_eq!(ok.status(), 201);
+    // Streamed to its end: the connection stays reusable.
+    assert!(ok.headers().get("connection").is_none());
     let big = app.upload(vec![7u8; 1001], "image/png").await;
     assert_eq!(big.status(), 413);
     // Refused unread: the client is told the connection ends, so it does not reuse it.

@@ -186,6 +186,8 @@ both_backends!(send_stores_and_enqueues_or_stores_nothing, |t| {
         )
         .await;
     let status = resp.status().as_u16();
+    // The body was read to its end: the connection stays reusable.
+    assert!(resp.headers().get("connection").is_none());
     let sent: Value = resp.json().await.unwrap();
     let body: Value = app
         .get(&format!("/api/conversations/{conv}/messages"))
@@ -280,6 +282,9 @@ both_backends!(send_rejects_bad_input, |t| {
         .post_json("/api/conversations/x/messages", json!({"text": "x"}))
         .await;
     assert_eq!(bad_id.status(), 400);
+    // Refused on its path before the body was read: the connection is not reusable, and the
+    // response says so although no handler code asked for it.
+    assert_eq!(bad_id.headers()["connection"], "close");
 });
 
 async fn spawn_app_small_body(t: &crate::common::TestDb) -> crate::common::TestApp {
