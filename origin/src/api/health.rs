@@ -1,8 +1,12 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (database and object store answer).
+//! `GET /healthz` (the process is up), `GET /readyz` (database and object store answer) and
+//! `GET /metrics` (Prometheus text; the queue gauges are refreshed from the database on
+//! each scrape).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use prometheus::{Encoder, TextEncoder};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
@@ -33,38 +37,27 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 /// `GET /metrics`: Prometheus text of the default registry (queue depth, running, failed,
-/// dead, wait and duration per kind are registered there by `crate::queue::metrics`).
-pub async fn metrics(
-    State(state): State<AppState>,
-) -> (
-    StatusCode,
-    [(axum::http::HeaderName, &'static str); 1],
-    String,
-) {
-    use prometheus::Encoder;
+/// dead, wait and duration per kind are registered there by `crate::queue::metrics` when
+/// `crate::queue::routes` builds the router, so every series is listed from the start).
+pub async fn metrics(State(state): State<AppState>) -> Response {
     // The gauges are read from the database at scrape time, so this process reports the
     // queues correctly even when the worker runs in another process.
-    crate::queue::metrics::init();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    if let Ok(stats) = crate::queue::store::stats(&state.db, now_ms).await {
-        crate::queue::metrics::refresh(&stats);
+    match crate::queue::store::stats(&state.db, crate::db::now_ms()).await {
+        Ok(stats) => crate::queue::metrics::refresh(&stats),
+        // Still serve the counters; the gauges keep their last values, which the log says.
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: queue gauges not refreshed from the database")
+        }
     }
-    let encoder = prometheus::TextEncoder::new();
-    let mut buf = Vec::new();
-    let content_type = [(
-        axum::http::header::CONTENT_TYPE,
-        "text/plain; version=0.0.4",
-    )];
-    match encoder.encode(&prometheus::gather(), &mut buf) {
-        Ok(()) => (
-            StatusCode::OK,
-            content_type,
-            String::from_utf8_lossy(&buf).into_owned(),
-        ),
+    let encoder = TextEncoder::new();
+    let content_type = [(header::CONTENT_TYPE, encoder.format_type())];
+    match encoder.encode_to_string(&prometheus::gather()) {
+        Ok(text) => (StatusCode::OK, content_type, text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             content_type,
             format!("# metrics encoding failed: {e}\n"),
-        ),
+        )
+            .into_response(),
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Counters and histograms are updated where things happen; the gauges (depth, running,
 //! dead) are refreshed from the database by [`refresh`], which the worker calls on its sweep
-//! period and `/admin/queues` on each request, so they are right whichever process updates.
+//! period and `/metrics` and `/admin/queues` on each request, so they are right whichever
+//! process updates the queues.
 
 use std::sync::OnceLock;
 

@@ -446,6 +446,7 @@ both_backends!(metrics_report_queue_depth_read_from_the_database, |t| {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4");
     let text = r.text().await.unwrap();
     // Gauges are global to the test process (other tests scrape too), so assert the series
     // exists rather than its exact value.
