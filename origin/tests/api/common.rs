@@ -105,6 +105,12 @@ impl Drop for TestDb {
     }
 }
 
+/// The one integer a `SELECT count(*) ...` query returns.
+pub async fn count(db: &Db, sql: impl sqlx::SqlSafeStr) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql).fetch_one(&db.pool).await.unwrap().get(0)
+}
+
 /// Runs `body` once per backend with a fresh database each time.
 #[macro_export]
 macro_rules! both_backends {

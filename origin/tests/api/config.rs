@@ -3,6 +3,8 @@
 
 use komora_origin::config::Config;
 
+use crate::common::count;
+
 #[test]
 fn shipped_file_and_defaults_are_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/origin.toml");
@@ -131,39 +133,29 @@ fn keys_create_and_seed_commands_work() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use sqlx::Row;
         let db = komora_origin::db::Db::connect(&db_url, &Default::default())
             .await
             .unwrap();
-        let msgs: i64 = sqlx::query("SELECT count(*) FROM messages")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
+        let msgs = count(&db, "SELECT count(*) FROM messages").await;
         assert_eq!(msgs, 480);
         let key = komora_origin::store::api_keys::authenticate(&db, &token)
             .await
             .unwrap();
         assert!(key.is_some());
         // Denormalised counters agree with the messages they summarise.
-        let bad: i64 = sqlx::query(
+        let bad = count(
+            &db,
             "SELECT count(*) FROM conversations c WHERE unread_count <> \
              (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id \
               AND m.direction = 'in' AND m.read_at IS NULL) \
              OR last_message_id <> (SELECT max(id) FROM messages m WHERE m.conversation_id = c.id)",
         )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+        .await;
         assert_eq!(bad, 0);
     });
 }
 
 crate::both_backends!(seed_counters_match_messages, |t| {
-    use sqlx::Row;
     let dir = tempfile::tempdir().unwrap();
     let store = komora_origin::media::store::open(&komora_origin::config::StoreLocation::Local(
         dir.path().to_path_buf(),
@@ -177,16 +169,13 @@ crate::both_backends!(seed_counters_match_messages, |t| {
     komora_origin::seed::seed(&t.db, &store, &args)
         .await
         .unwrap();
-    let bad: i64 = sqlx::query(
+    let bad = count(
+        &t.db,
         "SELECT count(*) FROM conversations c WHERE unread_count <> \
          (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id \
           AND m.direction = 'in' AND m.read_at IS NULL)",
     )
-    .fetch_one(&t.db.pool)
-    .await
-    .unwrap()
-    .try_get(0)
-    .unwrap();
+    .await;
     assert_eq!(bad, 0);
     // Ids continue after the seed (PostgreSQL sequences were moved on).
     let f = crate::common::fixture(&t.db, 1, 1).await;

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::common::{spawn_app, spawn_app_with, TestApp};
+use crate::common::{count, spawn_app, spawn_app_with, TestApp};
 
 async fn upload_ok(app: &TestApp, bytes: &[u8], ctype: &str) -> Value {
     let resp = app.upload(bytes.to_vec(), ctype).await;
@@ -242,13 +242,7 @@ both_backends!(media_upload_limits_and_auth, |t| {
     assert_eq!(chunked.status(), 413);
     assert_eq!(chunked.headers()["connection"], "close");
     // Nothing of the refused uploads was recorded.
-    use sqlx::Row;
-    let n: i64 = sqlx::query("SELECT count(*) FROM media")
-        .fetch_one(&t.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let n = count(&t.db, "SELECT count(*) FROM media").await;
     assert_eq!(n, 1);
     let long_name = "n".repeat(300);
     let r = app

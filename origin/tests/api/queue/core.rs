@@ -8,10 +8,10 @@ use komora_origin::queue::tasks::TaskError;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
 use serde_json::json;
-use sqlx::Row;
 
 use super::support::*;
 use crate::both_backends;
+use crate::common::count;
 
 both_backends!(enqueue_run_complete, |t| {
     let cfg = config("");
@@ -50,17 +50,9 @@ both_backends!(transactional_enqueue_rolls_back_with_its_write, |t| {
         .unwrap();
     tx.rollback().await.unwrap();
     assert!(store::get(&t.db, id).await.unwrap().is_none());
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM notes")
-        .fetch_one(&t.db.pool)
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&t.db, "SELECT COUNT(*) FROM notes").await;
     assert_eq!(n, 0);
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM tasks")
-        .fetch_one(&t.db.pool)
-        .await
-        .unwrap()
-        .get(0);
+    let n = count(&t.db, "SELECT COUNT(*) FROM tasks").await;
     assert_eq!(n, 0);
 
     // Committed, both exist.

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::support::*;
 use crate::both_backends;
+use crate::common::count;
 
 fn signature(body: &[u8]) -> String {
     format!(

@@ -216,8 +216,3 @@ pub async fn serve_app(
     });
     format!("http://{addr}")
 }
-
-pub async fn count(db: &Db, sql: &'static str) -> i64 {
-    use sqlx::Row;
-    sqlx::query(sql).fetch_one(&db.pool).await.unwrap().get(0)
-}
