@@ -5,7 +5,7 @@
 //! `komora-edge` next to it) on free ports with a fresh data folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -20,6 +20,19 @@ struct Started {
     platform: String,
     key: String,
     pids: Vec<i32>,
+}
+
+/// On a thread of its own, echoes each line of a child's `pipe` with `echo` (so the test
+/// shows it, on the same stream) and sends it to `tx`, until the pipe or the receiver ends.
+fn forward_lines(pipe: impl Read + Send + 'static, echo: fn(&str), tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            echo(&line);
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Reads launcher output until the ready line, collecting URLs, the key and child pids.
@@ -127,23 +140,8 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut child = StopOnDrop(child);
-    let tx_err = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if tx_err.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("{line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    forward_lines(stderr, |l| eprintln!("{l}"), tx.clone());
+    forward_lines(stdout, |l| println!("{l}"), tx);
     let s = read_until_ready(&rx, Duration::from_secs(120));
     assert!(
         !s.key.is_empty() && !s.edge.is_empty(),
