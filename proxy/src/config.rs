@@ -94,7 +94,16 @@ pub struct RawServer {
     pub upgrade_sock: Option<String>,
     /// PID file written when daemonized. Path. Default `/tmp/komora-edge.pid`.
     pub pid_file: Option<String>,
+    /// Total time a client has to send a whole request head (request line and headers),
+    /// counted from the connection's accept for its first request and from the first byte
+    /// for later ones; past it the edge answers 408 and closes (slow-header clients).
+    /// Seconds. Default 10 ([`DEFAULT_REQUEST_HEADER_TIMEOUT_SECS`]), range 1..=3600.
+    pub request_header_timeout_secs: Option<u64>,
 }
+
+/// Default `server.request_header_timeout_secs` (nginx `client_header_timeout` is 60 s; a
+/// request head is a few hundred bytes, 10 s is generous for any real client).
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT_SECS: u64 = 10;
 
 /// `[upstream]`: origin peers.
 #[derive(Debug, Default, Deserialize)]
@@ -175,8 +184,9 @@ pub struct RawCache {
 pub struct RawRoute {
     /// Request path prefix, must start with `/`. Required.
     pub prefix: Option<String>,
-    /// `"cache"` (store cacheable GET/HEAD responses) or `"bypass"` (pass through, never
-    /// stored). Default `"cache"`.
+    /// `"cache"` (store cacheable GET/HEAD responses), `"bypass"` (pass through, never
+    /// stored) or `"deny"` (answered 404 by the edge, never sent to the origin: internal
+    /// paths). Default `"cache"`.
     pub mode: Option<String>,
     /// Freshness when the origin sends neither Cache-Control max-age nor Expires (nginx
     /// `proxy_cache_valid`). Seconds. Default 604800 (7 d), range 0..=31536000.
@@ -237,6 +247,8 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// PID file path.
     pub pid_file: PathBuf,
+    /// Deadline for a whole request head.
+    pub request_header_timeout: Duration,
 }
 
 /// Validated `[upstream]`.
@@ -284,6 +296,8 @@ pub enum RouteMode {
     Cache,
     /// Everything passes through.
     Bypass,
+    /// Answered 404 by the edge; nothing reaches the origin.
+    Deny,
 }
 
 /// Validated `[[route]]`.
@@ -354,6 +368,7 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "grace_period_secs",
             "upgrade_sock",
             "pid_file",
+            "request_header_timeout_secs",
         ],
         "upstream" => &[
             "origins",
@@ -440,6 +455,14 @@ fn enclosing_table(before: &str) -> String {
 }
 
 const MAX_SECS: u64 = 31_536_000;
+
+/// Origin paths the default routes deny: its Prometheus metrics, its readiness probe (it
+/// tells the internet whether the database is up) and its queue admin API.
+const DENY_METRICS: &str = "/metrics";
+/// See [`DENY_METRICS`].
+const DENY_READYZ: &str = "/readyz";
+/// See [`DENY_METRICS`].
+const DENY_ADMIN: &str = "/admin/";
 
 struct Checker {
     errors: Vec<ConfigError>,
@@ -646,6 +669,13 @@ impl RawConfig {
                 s.pid_file
                     .unwrap_or_else(|| "/tmp/komora-edge.pid".to_string()),
             ),
+            request_header_timeout: Duration::from_secs(c.range(
+                "server.request_header_timeout_secs",
+                s.request_header_timeout_secs,
+                DEFAULT_REQUEST_HEADER_TIMEOUT_SECS,
+                1,
+                3600,
+            )),
         };
 
         let u = self.upstream.unwrap_or_default();
@@ -758,7 +788,16 @@ impl RawConfig {
         };
 
         let raw_routes = self.route.unwrap_or_else(|| {
+            let deny = |p: &str| RawRoute {
+                prefix: Some(p.to_string()),
+                mode: Some("deny".to_string()),
+                ..Default::default()
+            };
             vec![
+                // The origin's probes, metrics and queue admin API are not for the internet.
+                deny(DENY_METRICS),
+                deny(DENY_READYZ),
+                deny(DENY_ADMIN),
                 RawRoute {
                     prefix: Some("/media/".to_string()),
                     client_max_age_secs: Some(604_800),
@@ -793,10 +832,11 @@ impl RawConfig {
             let mode = match r.mode.as_deref().unwrap_or("cache") {
                 "cache" => RouteMode::Cache,
                 "bypass" => RouteMode::Bypass,
+                "deny" => RouteMode::Deny,
                 other => {
                     c.err(
                         key("mode"),
-                        format!("must be \"cache\" or \"bypass\", got {other:?}"),
+                        format!("must be \"cache\", \"bypass\" or \"deny\", got {other:?}"),
                     );
                     RouteMode::Bypass
                 }
@@ -882,6 +922,30 @@ mod tests {
         assert_eq!(c.server.grace_period, Duration::from_secs(5));
         assert_eq!(c.route("/media/abc").unwrap().mode, RouteMode::Cache); // unwrap: test-only
         assert_eq!(c.route("/api/x").unwrap().mode, RouteMode::Bypass); // unwrap: test-only
+    }
+
+    #[test]
+    fn defaults_deny_internal_paths_and_bound_request_heads() {
+        let c = EdgeConfig::load(None, &Overrides::default()).unwrap(); // unwrap: test-only
+        for p in ["/metrics", "/readyz", "/admin/queues"] {
+            assert_eq!(c.route(p).unwrap().mode, RouteMode::Deny, "{p}"); // unwrap: test-only
+        }
+        assert_eq!(c.route("/media/x").unwrap().mode, RouteMode::Cache); // unwrap: test-only
+        assert_eq!(c.server.request_header_timeout, Duration::from_secs(10));
+        let e = RawConfig::parse(
+            "t.toml",
+            "[server]\nrequest_header_timeout_secs = 0\n[[route]]\nprefix = \"/\"\nmode = \"nope\"\n",
+        )
+        .unwrap() // unwrap: test-only
+        .validate("t.toml")
+        .unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.request_header_timeout_secs", "route[0].mode"],
+            "{e}"
+        );
+        assert!(e.to_string().contains("\"deny\""), "{e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@
 // descriptor is `unsafe`. See the two SAFETY comments below.
 #![allow(unsafe_code)]
 
+use crate::connection::HeadDeadline;
 use crate::eviction::{identity, Verified};
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -231,8 +232,12 @@ pub fn downstream_fd(session: &mut Session) -> Option<RawFd> {
     if !h1.will_keepalive() {
         return None;
     }
-    let stream = h1.stream();
-    let l4 = (**stream).as_any().downcast_ref::<L4Stream>()?;
+    let mut stream: &dyn pingora::protocols::IO = &**h1.stream();
+    // Plain HTTP/1 connections run inside the request head deadline wrapper.
+    if let Some(guarded) = stream.as_any().downcast_ref::<HeadDeadline>() {
+        stream = &**guarded.inner();
+    }
+    let l4 = stream.as_any().downcast_ref::<L4Stream>()?;
     let fd = l4.as_raw_fd();
     (fd >= 0).then_some(fd)
 }

@@ -3,6 +3,7 @@
 //! - [`config`]: flat TOML (`config/edge.toml`) → validated [`config::EdgeConfig`].
 //! - [`server`]: builds the pingora `Server` (listeners, origin health checks, admin).
 //! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long.
+//! - [`connection`]: the HTTP/1 connection loop (pipelining, request head deadline).
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
 //! - [`direct`]: memory hits written straight to plain HTTP/1.1 sockets (sendfile for large bodies).
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod direct;
 pub mod eviction;
 pub mod lock;

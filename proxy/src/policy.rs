@@ -5,6 +5,11 @@
 //! route's `default_ttl` applies only when the origin gives none (nginx `proxy_cache_valid`).
 //! Never stored: non-200 responses, `private`, `no-store`, `Set-Cookie`, and responses to
 //! requests with `Authorization` unless the response is `public`.
+//!
+//! Also the request-side rules the edge enforces before anything is looked up: which unsafe
+//! responses invalidate the stored URL (RFC 9111 §4.4), the `Host` an HTTP/1.1 request must
+//! carry (RFC 9112 §3.2), how a `Range` header is judged (RFC 9110 §14), and the path a
+//! `deny` route is matched against.
 
 use crate::config::Route;
 use http::{header, HeaderValue, Method};
@@ -26,6 +31,165 @@ pub fn invalidates(method: &Method) -> bool {
         *method,
         Method::PUT | Method::POST | Method::DELETE | Method::PATCH
     )
+}
+
+/// Whether the origin's answer to an unsafe request invalidates the stored URL: only a
+/// non-error one (RFC 9111 §4.4: 2xx or 3xx). A 405, a 5xx or no answer at all leaves the
+/// stored copy alone, so an anonymous POST cannot evict what it could not change.
+pub fn invalidating_status(status: http::StatusCode) -> bool {
+    status.is_success() || status.is_redirection()
+}
+
+/// Whether an HTTP/1.1 request carries exactly one valid `Host` (RFC 9112 §3.2: a server
+/// MUST answer 400 to a request without one, with more than one, or with an invalid value).
+/// An empty value is valid (a target URI without authority). Other versions: always true
+/// (HTTP/1.0 may omit it; HTTP/2 carries `:authority`).
+pub fn host_valid(req: &RequestHeader) -> bool {
+    if req.version != http::Version::HTTP_11 {
+        return true;
+    }
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => {
+            // uri-host [":" port]: an authority without userinfo.
+            h.is_empty()
+                || (!h.as_bytes().contains(&b'@')
+                    && http::uri::Authority::try_from(h.as_bytes()).is_ok())
+        }
+        _ => false,
+    }
+}
+
+/// How a `Range` header applies to a stored representation of `len` bytes (RFC 9110 §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeDecision {
+    /// Not a byte-range request we act on (other unit, or not valid range syntax such as
+    /// `bytes=10-5`): the header is ignored and the full 200 goes out (§14.2 allows it).
+    Ignore,
+    /// Valid syntax, but no range overlaps the representation (`bytes=-0`, a first
+    /// position at or past the end, even one overflowing u64): 416 with `bytes */len`.
+    Unsatisfiable,
+    /// The satisfiable ranges, each clamped to the representation, as a `Range` value
+    /// pingora's range filter serves exactly (inclusive `first-last` pairs).
+    Satisfiable(String),
+}
+
+/// Judge the `Range` value `range` against a representation of `len` bytes.
+///
+/// Syntax (RFC 9110 §14.1.1): `bytes=` then comma-separated `first-[last]` or `-suffix`,
+/// decimal digits only, optional whitespace around each. An int-range whose last position
+/// is below its first is invalid syntax, which makes the whole header ignored. Numbers too
+/// large for u64 saturate: a first position that large is past any end (unsatisfiable), a
+/// last position that large is clamped to the end like any other.
+pub fn range_decision(range: &[u8], len: u64) -> RangeDecision {
+    fn number(s: &str) -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(s.parse::<u64>().unwrap_or(u64::MAX))
+    }
+    let Ok(text) = std::str::from_utf8(range) else {
+        return RangeDecision::Ignore;
+    };
+    let Some((unit, set)) = text.split_once('=') else {
+        return RangeDecision::Ignore;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeDecision::Ignore;
+    }
+    let mut satisfiable = Vec::new();
+    let mut any = false;
+    for spec in set.split(',') {
+        let spec = spec.trim_matches(|c| c == ' ' || c == '\t');
+        if spec.is_empty() {
+            // Empty list elements are allowed by the list syntax (RFC 9110 §5.6.1).
+            continue;
+        }
+        any = true;
+        let Some((first, last)) = spec.split_once('-') else {
+            return RangeDecision::Ignore;
+        };
+        let range = if first.is_empty() {
+            let Some(suffix) = number(last) else {
+                return RangeDecision::Ignore;
+            };
+            // A zero-length suffix selects nothing (§14.1.3: satisfiable only if non-zero).
+            (suffix > 0 && len > 0).then(|| (len.saturating_sub(suffix), len - 1))
+        } else {
+            let Some(first) = number(first) else {
+                return RangeDecision::Ignore;
+            };
+            let last = if last.is_empty() {
+                None
+            } else {
+                match number(last) {
+                    Some(l) if l < first => return RangeDecision::Ignore,
+                    Some(l) => Some(l),
+                    None => return RangeDecision::Ignore,
+                }
+            };
+            (first < len).then(|| (first, last.unwrap_or(u64::MAX).min(len - 1)))
+        };
+        satisfiable.extend(range);
+    }
+    if !any {
+        return RangeDecision::Ignore;
+    }
+    if satisfiable.is_empty() {
+        return RangeDecision::Unsatisfiable;
+    }
+    let specs: Vec<String> = satisfiable
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect();
+    RangeDecision::Satisfiable(format!("bytes={}", specs.join(",")))
+}
+
+/// `path` as the origin's router will see it, for matching `deny` routes: percent-escapes of
+/// unreserved characters decoded, repeated `/` collapsed, `.` and `..` segments resolved.
+/// So `/%61dmin/queues`, `//metrics` or `/media/../admin/` cannot walk around a deny.
+pub fn normalized_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" | "." if n != last => {}
+            ".." => {
+                out.pop();
+            }
+            "." => out.push(""),
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
 }
 
 /// Decide whether `resp` (to `req`) is stored, and build its [`CacheMeta`].
@@ -153,6 +317,80 @@ mod tests {
             r.insert_header("authorization", "Bearer x").unwrap(); // unwrap: test-only
         }
         r
+    }
+
+    #[test]
+    fn range_decisions_follow_rfc_9110() {
+        use RangeDecision::*;
+        let d = |r: &str| range_decision(r.as_bytes(), 8192);
+        assert_eq!(d("bytes=-0"), Unsatisfiable);
+        assert_eq!(d("bytes=10-5"), Ignore);
+        assert_eq!(d("bytes=99999999999999999999-"), Unsatisfiable);
+        assert_eq!(d("bytes=8192-"), Unsatisfiable);
+        assert_eq!(
+            d("bytes=0-99999999999999999999"),
+            Satisfiable("bytes=0-8191".into())
+        );
+        assert_eq!(d("bytes=0-0"), Satisfiable("bytes=0-0".into()));
+        assert_eq!(d("bytes=-100"), Satisfiable("bytes=8092-8191".into()));
+        assert_eq!(d("bytes=-100000"), Satisfiable("bytes=0-8191".into()));
+        assert_eq!(d("bytes=100-"), Satisfiable("bytes=100-8191".into()));
+        assert_eq!(d("BYTES= 0-1 , 9000-"), Satisfiable("bytes=0-1".into()));
+        assert_eq!(d("bytes=-0,0-1"), Satisfiable("bytes=0-1".into()));
+        assert_eq!(d("bytes=a-b"), Ignore);
+        assert_eq!(d("bytes=1-2-3"), Ignore);
+        assert_eq!(d("bytes=+1-2"), Ignore);
+        assert_eq!(d("bytes="), Ignore);
+        assert_eq!(d("items=0-1"), Ignore);
+        assert_eq!(d("bytes"), Ignore);
+        assert_eq!(range_decision(b"bytes=0-", 0), Unsatisfiable);
+        assert_eq!(range_decision(b"bytes=-5", 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn deny_paths_are_normalized() {
+        for (raw, want) in [
+            ("/metrics", "/metrics"),
+            ("//metrics", "/metrics"),
+            ("/%61dmin/queues", "/admin/queues"),
+            ("/media/../admin/queues", "/admin/queues"),
+            ("/./readyz", "/readyz"),
+            ("/../../metrics", "/metrics"),
+            ("/admin/", "/admin/"),
+            ("/media/a%2Fb", "/media/a%2Fb"),
+            ("/", "/"),
+            ("", "/"),
+            ("/api/x/.", "/api/x/"),
+        ] {
+            assert_eq!(normalized_path(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        let with = |hosts: &[&[u8]], v: http::Version| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap(); // unwrap: test-only
+            r.set_version(v);
+            for h in hosts {
+                let value = http::HeaderValue::from_bytes(h).unwrap(); // unwrap: test-only
+                r.append_header("host", value).unwrap(); // unwrap: test-only
+            }
+            host_valid(&r)
+        };
+        use http::Version;
+        assert!(!with(&[], Version::HTTP_11));
+        assert!(with(&[b"edge"], Version::HTTP_11));
+        assert!(with(&[b"edge:8080"], Version::HTTP_11));
+        assert!(with(&[b""], Version::HTTP_11));
+        assert!(!with(&[b"a", b"b"], Version::HTTP_11));
+        assert!(!with(&[b"a b"], Version::HTTP_11));
+        assert!(!with(&[b"a/b"], Version::HTTP_11));
+        assert!(!with(&[b"user@edge"], Version::HTTP_11));
+        assert!(with(&[], Version::HTTP_10));
+        assert!(invalidating_status(http::StatusCode::NO_CONTENT));
+        assert!(invalidating_status(http::StatusCode::SEE_OTHER));
+        assert!(!invalidating_status(http::StatusCode::METHOD_NOT_ALLOWED));
+        assert!(!invalidating_status(http::StatusCode::BAD_GATEWAY));
     }
 
     #[test]

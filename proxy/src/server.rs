@@ -1,10 +1,12 @@
 //! Building the pingora [`Server`] from our validated configuration: server settings (threads,
 //! grace period, upgrade socket) come from `edge.toml`, not a pingora YAML file; HTTP and
-//! HTTPS (rustls, h2 over ALPN) listeners; origin peers with TCP health checks; the admin
+//! HTTPS (rustls, h2 over ALPN) listeners served through [`crate::connection::EdgeApp`];
+//! origin peers with TCP health checks; the admin
 //! listener; storage and cache lock as process-lifetime statics.
 
 use crate::admin::AdminApp;
 use crate::config::EdgeConfig;
+use crate::connection::EdgeApp;
 use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
@@ -92,8 +94,11 @@ pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
     let upstreams = health.task();
 
     let edge = Edge::new(config.clone(), storage, lock, upstreams);
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "komora-edge");
+    let app = EdgeApp::new(
+        pingora::proxy::http_proxy(&server.configuration, edge),
+        config.server.request_header_timeout,
+    );
+    let mut proxy = Service::new("komora-edge".to_string(), app);
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

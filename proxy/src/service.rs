@@ -5,6 +5,7 @@
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
 use crate::config::{EdgeConfig, Route, RouteMode};
+use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
@@ -14,17 +15,19 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::cache::key::CacheKey;
 use pingora::cache::lock::CacheKeyLockImpl;
-use pingora::cache::{CacheOptionOverrides, RespCacheable};
+use pingora::cache::storage::{PurgeTarget, PurgeType};
+use pingora::cache::{CacheOptionOverrides, RespCacheable, Storage};
 use pingora::http::ResponseHeader;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::LoadBalancer;
+use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora::protocols::http::date::get_cached_date;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Shared, process-lifetime state the cache hooks need as `'static` references.
@@ -39,6 +42,8 @@ pub struct Edge {
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     /// `config.routes` behind `Arc`s so each request takes a cheap reference.
     routes: Vec<Arc<Route>>,
+    /// What requests saw of each origin peer.
+    observed: Observed,
 }
 
 impl Edge {
@@ -50,12 +55,14 @@ impl Edge {
         upstreams: Arc<LoadBalancer<RoundRobin>>,
     ) -> Self {
         let routes = config.routes.iter().cloned().map(Arc::new).collect();
+        let observed = Observed::new(config.upstream.health_check_interval);
         Edge {
             config,
             storage,
             lock,
             upstreams,
             routes,
+            observed,
         }
     }
 
@@ -64,6 +71,99 @@ impl Edge {
             .iter()
             .find(|r| path.starts_with(&r.prefix))
             .cloned()
+    }
+
+    /// Whether `path`, as the origin will resolve it, falls under a `deny` route. Checked on
+    /// the normalized path so `//metrics` or `/%61dmin/` cannot walk around a deny; only
+    /// paths that could need it are normalized.
+    fn denied(&self, path: &str) -> bool {
+        let deny = |p: &str| {
+            self.routes
+                .iter()
+                .find(|r| p.starts_with(&r.prefix))
+                .is_some_and(|r| r.mode == RouteMode::Deny)
+        };
+        if !self.routes.iter().any(|r| r.mode == RouteMode::Deny) {
+            return false;
+        }
+        if path.contains(['%', '.']) || path.contains("//") {
+            deny(&policy::normalized_path(path))
+        } else {
+            deny(path)
+        }
+    }
+
+    /// Remove the stored response for this request's cache key, every variant the key
+    /// covers (the same key the cache stores it under).
+    async fn invalidate(&self, session: &Session, ctx: &mut EdgeCtx) {
+        let key = match self.cache_key_callback(session, ctx) {
+            Ok(k) => k.to_compact(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cache key to invalidate");
+                return;
+            }
+        };
+        let span = pingora::cache::trace::Span::inactive();
+        if let Err(e) = self
+            .storage
+            .purge(
+                PurgeTarget::Active(&key),
+                PurgeType::Invalidation,
+                &span.handle(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "invalidation after an unsafe request failed");
+        }
+    }
+}
+
+/// Most ranges served from one request (pingora's default).
+const MAX_RANGES: Option<usize> = Some(200);
+
+/// Answer `code` with an empty body from the edge itself (nothing reaches the origin).
+async fn respond_empty(session: &mut Session, code: u16) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header("content-length", "0")?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-cache-status", "BYPASS")?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+/// What the edge itself saw of each origin peer: it answered, or a connection to it failed.
+/// Such an observation overrides the health check's verdict until the next check has run
+/// (one `upstream.health_check_interval_secs`), so a peer that answers is healthy again at
+/// once and a peer that refuses is skipped at once. Only touched on the origin path.
+struct Observed {
+    valid_for: Duration,
+    seen: Mutex<HashMap<Backend, (bool, Instant)>>,
+}
+
+impl Observed {
+    fn new(valid_for: Duration) -> Self {
+        Observed {
+            valid_for,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, b: &Backend, answered: bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get_mut(b) {
+            Some(entry) => *entry = (answered, Instant::now()),
+            None => {
+                seen.insert(b.clone(), (answered, Instant::now()));
+            }
+        }
+    }
+
+    /// What a request saw of `b` since the last health check could have run.
+    fn seen(&self, b: &Backend) -> Option<bool> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(b) {
+            Some((answered, at)) if at.elapsed() < self.valid_for => Some(*answered),
+            _ => None,
+        }
     }
 }
 
@@ -289,6 +389,10 @@ pub struct EdgeCtx {
     upstream_start: Option<Instant>,
     status: &'static str,
     cache_enabled: bool,
+    /// An unsafe method: the stored URL is invalidated once the origin answers 2xx/3xx.
+    invalidate: bool,
+    /// The origin peer this request was sent to.
+    backend: Option<Backend>,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -307,8 +411,22 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// Resolve the route; unsafe methods invalidate the stored URL before passing through.
+    /// The request head is parsed: its deadline stops (see [`crate::connection`]).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut EdgeCtx) -> Result<()> {
+        connection::head_complete(session);
+        Ok(())
+    }
+
+    /// Reject what must not pass (an HTTP/1.1 request without one valid `Host`, `deny`
+    /// routes), resolve the route, serve fresh memory hits; unsafe methods are marked to
+    /// invalidate the stored URL once the origin has answered them (`upstream_response_filter`).
     async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
+        if !policy::host_valid(session.req_header()) {
+            // RFC 9112 §3.2; the framing of whatever follows is not to be trusted either.
+            session.set_keepalive(None);
+            respond_empty(session, 400).await?;
+            return Ok(true);
+        }
         if session.req_header().uri.path() == "/healthz" {
             // Liveness for container health checks, answered by the edge itself.
             let mut resp = ResponseHeader::build(200, Some(2))?;
@@ -321,16 +439,21 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         ctx.route = self.route(session.req_header().uri.path());
+        if self.denied(session.req_header().uri.path()) {
+            respond_empty(session, 404).await?;
+            return Ok(true);
+        }
         if self.serve_memory_hit(session, ctx).await? {
             return Ok(true);
         }
-        if policy::invalidates(&session.req_header().method) {
-            let url = path_and_query(session).to_string();
-            self.storage.purge_url(&url).await;
-        }
+        ctx.invalidate = policy::invalidates(&session.req_header().method);
         Ok(false)
     }
 
+    /// Round-robin over origins that are usable (healthy by the last health check, unless a
+    /// request saw otherwise since: see [`Observed`]); when none is, over the ones only the
+    /// health check holds down, then over all of them (nginx: health checks choose among
+    /// peers but never leave the edge with none).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -338,8 +461,17 @@ impl ProxyHttp for Edge {
     ) -> Result<Box<HttpPeer>> {
         let backend = self
             .upstreams
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy origin"))?;
+            .select_with(b"", 256, |b, healthy| {
+                self.observed.seen(b).unwrap_or(healthy)
+            })
+            // None usable: first the peers only the health check holds down, then any.
+            .or_else(|| {
+                self.upstreams
+                    .select_with(b"", 256, |b, _| self.observed.seen(b) != Some(false))
+            })
+            .or_else(|| self.upstreams.select_with(b"", 256, |_, _| true))
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no origin"))?;
+        ctx.backend = Some(backend.clone());
         let mut peer = HttpPeer::new(backend, false, String::new());
         peer.options.connection_timeout = Some(self.config.upstream.connect_timeout);
         peer.options.read_timeout = Some(self.config.upstream.read_timeout);
@@ -386,10 +518,26 @@ impl ProxyHttp for Edge {
         ))
     }
 
-    async fn upstream_response_filter(
+    /// The peer could not be reached: skipped until the next health check says otherwise.
+    fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        _peer: &HttpPeer,
+        ctx: &mut EdgeCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(b) = &ctx.backend {
+            self.observed.record(b, false);
+        }
+        e
+    }
+
+    /// The origin answered: its peer is healthy again at once, and an unsafe request's
+    /// non-error answer invalidates the stored URL (RFC 9111 §4.4).
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start.take() {
@@ -397,7 +545,50 @@ impl ProxyHttp for Edge {
                 .origin_latency
                 .observe(start.elapsed().as_secs_f64());
         }
+        if let Some(b) = &ctx.backend {
+            self.observed.record(b, true);
+        }
+        if ctx.invalidate && policy::invalidating_status(resp.status) {
+            ctx.invalidate = false;
+            self.invalidate(session, ctx).await;
+        }
         Ok(())
+    }
+
+    /// `Range` on cached responses, judged by [`policy::range_decision`]: invalid syntax is
+    /// ignored (full 200), nothing satisfiable is a 416 with `bytes */len`, and the
+    /// satisfiable ranges, clamped, are served by pingora's range filter.
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut EdgeCtx,
+    ) -> RangeType {
+        let req = session.req_header();
+        let (Some(range), Some(len)) = (
+            req.headers.get(http::header::RANGE),
+            resp.headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            return range_header_filter(req, resp, MAX_RANGES);
+        };
+        let value = match policy::range_decision(range.as_bytes(), len) {
+            // An empty range set: pingora's 416 with `Content-Range: bytes */len`.
+            policy::RangeDecision::Unsatisfiable => String::from("bytes="),
+            policy::RangeDecision::Satisfiable(v) => v,
+            policy::RangeDecision::Ignore => {
+                let mut plain = req.clone();
+                plain.remove_header(&http::header::RANGE);
+                return range_header_filter(&plain, resp, MAX_RANGES);
+            }
+        };
+        let mut judged = req.clone();
+        if judged.insert_header(http::header::RANGE, value).is_err() {
+            return range_header_filter(req, resp, MAX_RANGES);
+        }
+        range_header_filter(&judged, resp, MAX_RANGES)
     }
 
     fn upstream_response_body_filter(

@@ -51,6 +51,8 @@ pub struct OriginState {
     pub trickle_ms: AtomicU64,
     /// Bodies written completely.
     pub completed: AtomicUsize,
+    /// Status for POST/PUT/DELETE outside `/api/`; 0 means 204.
+    pub unsafe_status: AtomicU64,
 }
 
 pub struct Origin {
@@ -208,7 +210,10 @@ async fn serve_conn(mut sock: TcpStream, state: Arc<OriginState>) {
                     )),
                 )
             } else if matches!(method.as_str(), "POST" | "PUT" | "DELETE") {
-                (204, vec![], Bytes::new())
+                match state.unsafe_status.load(Ordering::SeqCst) {
+                    0 => (204, vec![], Bytes::new()),
+                    s => (s as u16, vec![], Bytes::from_static(b"no")),
+                }
             } else {
                 let obj = state.objects.lock().unwrap().get(&path).cloned();
                 match obj {
@@ -237,6 +242,7 @@ async fn serve_conn(mut sock: TcpStream, state: Arc<OriginState>) {
             204 => "No Content",
             304 => "Not Modified",
             404 => "Not Found",
+            405 => "Method Not Allowed",
             _ => "Service Unavailable",
         };
         let mut out = format!("HTTP/1.1 {status} {reason}\r\n");

@@ -1,0 +1,339 @@
+//! The downstream connection loop: what happens on an accepted connection before and between
+//! the requests pingora's proxy handles.
+//!
+//! What it owns:
+//! - [`EdgeApp`]: the pingora [`ServerApp`] of the edge's listeners. HTTP/2 (ALPN `h2`) goes
+//!   to pingora's own loop unchanged; an HTTP/1.x connection runs the same keep-alive loop
+//!   pingora's would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
+//!   requests are answered in order, pingora's default closes after the first), and each
+//!   request head has a total deadline.
+//! - [`HeadDeadline`]: the stream wrapper that enforces that deadline. Pingora only bounds
+//!   each read of a request head (by the keep-alive timeout), so a client sending one
+//!   header line every 20 s could hold a connection for as long as it liked (slowloris).
+//!   The deadline runs from the accept for a connection's first request and from the first
+//!   byte for later ones (before it, the idle keep-alive timeout applies); it stops when
+//!   pingora has parsed the head ([`head_complete`], called from `early_request_filter`).
+//!   When it passes, the wrapper writes `408 Request Timeout` with `Connection: close`
+//!   (through TLS on TLS connections) and fails the read, so pingora closes the connection.
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::service::Edge;
+
+/// Keep-alive timeout between requests on an HTTP/1 connection, seconds (pingora's default).
+const KEEPALIVE_SECS: u64 = 60;
+
+/// What a 408 looks like on the wire: no body, and the connection ends with it.
+const TIMEOUT_RESPONSE: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Where a connection is in its current request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Between requests: no deadline until the next request's first byte arrives.
+    Idle = 0,
+    /// Reading a head: the deadline runs.
+    Head = 1,
+    /// The head is parsed: body and response take as long as their own timeouts allow.
+    Done = 2,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Idle,
+            1 => Phase::Head,
+            _ => Phase::Done,
+        }
+    }
+}
+
+/// A downstream stream with a total deadline on each request head (see the module docs).
+#[derive(Debug)]
+pub struct HeadDeadline {
+    inner: Stream,
+    timeout: Duration,
+    phase: AtomicU8,
+    /// The running deadline while in [`Phase::Head`].
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Once the deadline passed: how much of [`TIMEOUT_RESPONSE`] is written.
+    expired: Option<usize>,
+}
+
+impl HeadDeadline {
+    /// Wrap a freshly accepted stream; the first request's deadline starts now.
+    pub fn new(inner: Stream, timeout: Duration) -> Self {
+        HeadDeadline {
+            inner,
+            timeout,
+            phase: AtomicU8::new(Phase::Head as u8),
+            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
+            expired: None,
+        }
+    }
+
+    /// The wrapped stream (the socket the direct hit path writes to).
+    pub fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Write the 408, then fail the read so pingora closes the connection.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut sent = self.expired.unwrap_or(0);
+        while sent < TIMEOUT_RESPONSE.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &TIMEOUT_RESPONSE[sent..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => {
+                    sent += n;
+                    self.expired = Some(sent);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request header timeout",
+        )))
+    }
+}
+
+/// Stop the head deadline of `session`'s connection: its request head has been parsed.
+pub fn head_complete(session: &pingora::proxy::Session) {
+    if let Some(guard) = session
+        .as_downstream()
+        .as_http1()
+        .and_then(|h1| (**h1.stream()).as_any().downcast_ref::<HeadDeadline>())
+    {
+        guard.set_phase(Phase::Done);
+    }
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired.is_some() {
+            return this.poll_expired(cx);
+        }
+        let phase = this.phase();
+        if phase == Phase::Head {
+            let timeout = this.timeout;
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if sleep.as_mut().poll(cx).is_ready() {
+                tracing::debug!(?timeout, "request header timeout, answering 408");
+                this.sleep = None;
+                this.expired = Some(0);
+                return this.poll_expired(cx);
+            }
+        } else {
+            this.sleep = None;
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if phase == Phase::Idle
+            && matches!(read, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+        {
+            // The next request's first byte: its deadline starts now.
+            this.set_phase(Phase::Head);
+            this.sleep = Some(Box::pin(tokio::time::sleep(this.timeout)));
+        }
+        read
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
+        self.inner.set_socket_digest(socket_digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// The edge's listening app: pingora's proxy behind the connection loop described in the
+/// module docs.
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<Edge>>,
+    header_timeout: Duration,
+}
+
+impl EdgeApp {
+    /// `proxy` served with `header_timeout` as the deadline of each request head.
+    pub fn new(proxy: HttpProxy<Edge>, header_timeout: Duration) -> Self {
+        EdgeApp {
+            proxy: Arc::new(proxy),
+            header_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2 has its own framing and flow control; pingora's loop serves it.
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let stream: Stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
+        let mut session = ServerSession::new_http1(stream);
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(KEEPALIVE_SECS));
+        }
+        session.set_keepalive_reuses_remaining(
+            self.proxy
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        // Carried to every later request on the connection by pingora's persistent settings.
+        session.set_pipelining_enabled(true);
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            if let Some(guard) = (*stream).as_any().downcast_ref::<HeadDeadline>() {
+                guard.set_phase(Phase::Idle);
+            }
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
