@@ -14,7 +14,8 @@
 //!   byte for later ones (before it, the idle keep-alive timeout applies); it stops when
 //!   pingora has parsed the head ([`head_complete`], called from `early_request_filter`).
 //!   When it passes, the wrapper writes `408 Request Timeout` with `Connection: close`
-//!   (through TLS on TLS connections) and fails the read, so pingora closes the connection.
+//!   (through TLS on TLS connections) and fails the read, so pingora closes the connection;
+//!   a connection that sent nothing at all is just closed.
 
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::service::Edge;
 
@@ -69,12 +70,21 @@ impl Phase {
 }
 
 /// A downstream stream with a total deadline on each request head (see the module docs).
+///
+/// Cheap on the hot path: a head that arrives in one read (the usual case) never arms a
+/// timer; the deadline is fixed and the timer polled only when a read of an unfinished head
+/// has to wait, and the one timer of the connection is reused from request to request.
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
     timeout: Duration,
     phase: AtomicU8,
-    /// The running deadline while in [`Phase::Head`].
+    /// When the current head must be complete; `None` until a read of it had to wait
+    /// (later requests) or from the accept (a connection's first request).
+    deadline: Option<Instant>,
+    /// Whether any byte of the current head has arrived.
+    head_started: bool,
+    /// The connection's timer, reset to each new deadline.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Once the deadline passed: how much of [`TIMEOUT_RESPONSE`] is written.
     expired: Option<usize>,
@@ -87,7 +97,9 @@ impl HeadDeadline {
             inner,
             timeout,
             phase: AtomicU8::new(Phase::Head as u8),
-            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Instant::now() + timeout),
+            head_started: false,
+            sleep: None,
             expired: None,
         }
     }
@@ -105,8 +117,33 @@ impl HeadDeadline {
         self.phase.store(phase as u8, Ordering::Release);
     }
 
-    /// Write the 408, then fail the read so pingora closes the connection.
+    /// Whether the deadline of the current head has passed; arms the timer to wake this
+    /// task at it otherwise.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| Instant::now() + self.timeout);
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if s.deadline() != deadline {
+                    s.as_mut().reset(deadline);
+                }
+                s
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// The deadline passed: a client that sent part of a head gets the 408, then the read
+    /// fails so pingora closes the connection; one that sent nothing at all is closed
+    /// without a response (nginx does the same), as if it had hung up.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.head_started {
+            return Poll::Ready(Ok(()));
+        }
         let mut sent = self.expired.unwrap_or(0);
         while sent < TIMEOUT_RESPONSE.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &TIMEOUT_RESPONSE[sent..]) {
@@ -151,29 +188,25 @@ impl AsyncRead for HeadDeadline {
             return this.poll_expired(cx);
         }
         let phase = this.phase();
-        if phase == Phase::Head {
-            let timeout = this.timeout;
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if sleep.as_mut().poll(cx).is_ready() {
-                tracing::debug!(?timeout, "request header timeout, answering 408");
-                this.sleep = None;
-                this.expired = Some(0);
-                return this.poll_expired(cx);
-            }
-        } else {
-            this.sleep = None;
+        if phase != Phase::Head {
+            // Between heads: the next one starts with no deadline and no bytes.
+            this.deadline = None;
+            this.head_started = false;
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if phase == Phase::Idle
-            && matches!(read, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-        {
-            // The next request's first byte: its deadline starts now.
-            this.set_phase(Phase::Head);
-            this.sleep = Some(Box::pin(tokio::time::sleep(this.timeout)));
+        match (&read, phase) {
+            (Poll::Ready(Ok(())), Phase::Idle | Phase::Head) if buf.filled().len() > before => {
+                // Bytes of a head (for Idle: the next request's first ones).
+                this.set_phase(Phase::Head);
+                this.head_started = true;
+            }
+            (Poll::Pending, Phase::Head) if this.poll_deadline(cx) => {
+                tracing::debug!(timeout = ?this.timeout, "request header timeout");
+                this.expired = Some(0);
+                return this.poll_expired(cx);
+            }
+            _ => {}
         }
         read
     }
