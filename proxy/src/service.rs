@@ -42,6 +42,8 @@ pub struct Edge {
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     /// `config.routes` behind `Arc`s so each request takes a cheap reference.
     routes: Vec<Arc<Route>>,
+    /// Whether any route is a `deny` route (most requests then skip the check).
+    any_deny: bool,
     /// What requests saw of each origin peer.
     observed: Observed,
 }
@@ -54,7 +56,8 @@ impl Edge {
         lock: &'static CacheKeyLockImpl,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
     ) -> Self {
-        let routes = config.routes.iter().cloned().map(Arc::new).collect();
+        let routes: Vec<Arc<Route>> = config.routes.iter().cloned().map(Arc::new).collect();
+        let any_deny = routes.iter().any(|r| r.mode == RouteMode::Deny);
         let observed = Observed::new(config.upstream.health_check_interval);
         Edge {
             config,
@@ -62,6 +65,7 @@ impl Edge {
             lock,
             upstreams,
             routes,
+            any_deny,
             observed,
         }
     }
@@ -83,7 +87,7 @@ impl Edge {
                 .find(|r| p.starts_with(&r.prefix))
                 .is_some_and(|r| r.mode == RouteMode::Deny)
         };
-        if !self.routes.iter().any(|r| r.mode == RouteMode::Deny) {
+        if !self.any_deny {
             return false;
         }
         if path.contains(['%', '.']) || path.contains("//") {
@@ -446,7 +450,12 @@ impl ProxyHttp for Edge {
         if self.serve_memory_hit(session, ctx).await? {
             return Ok(true);
         }
-        ctx.invalidate = policy::invalidates(&session.req_header().method);
+        // Only cache routes store anything to invalidate.
+        ctx.invalidate = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.mode == RouteMode::Cache)
+            && policy::invalidates(&session.req_header().method);
         Ok(false)
     }
 
