@@ -534,3 +534,100 @@ async fn internal_origin_paths_are_denied_by_default_and_shipped_configs() {
         assert_internal_denied(&edge, &origin, label).await;
     }
 }
+
+/// Run `openssl s_client` (HTTP/1.1 over TLS) against `addr`: write `input`, keep stdin open
+/// and return everything the server sent until it closed the connection.
+async fn tls_exchange(addr: SocketAddr, input: &[u8]) -> String {
+    use std::process::Stdio;
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "http/1.1", "-connect"])
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    stdin.flush().await.unwrap();
+    let mut out = Vec::new();
+    let mut stdout = child.stdout.take().unwrap();
+    tokio::time::timeout(PATIENCE, stdout.read_to_end(&mut out))
+        .await
+        .expect("TLS connection not closed in time")
+        .unwrap();
+    drop(stdin);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_http1_pipelines_and_bounds_the_request_head() {
+    let origin = Origin::start().await;
+    let body = body_of(3000, 81);
+    origin.put_media("/media/t", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (plain, tls) = (free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = \"{plain}\"\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\n\
+         tls_key = \"{}\"\nrequest_header_timeout_secs = 1\n",
+        cert.display(),
+        key.display()
+    );
+    let cfg_path = dir.path().join("e.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--origin")
+        .arg(origin.addr.to_string())
+        .arg("--cache-dir")
+        .arg(dir.path().join("c"))
+        .spawn()
+        .unwrap();
+    let _edge = EdgeProc {
+        child,
+        addr: tls,
+        admin: None,
+    };
+    wait_listening(tls);
+
+    // Three pipelined requests in one TLS write: three responses, in order.
+    let req = "GET /media/t HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let last = "GET /media/t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let out = tls_exchange(tls, format!("{req}{req}{last}").as_bytes()).await;
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200"], "{out:?}");
+    assert_eq!(origin.requests_for("/media/t"), 1);
+
+    // A head that never ends: 408 through TLS, then the connection closes.
+    let out = tls_exchange(tls, b"GET /media/t HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert_eq!(origin.requests_for("/media/t"), 1);
+}
