@@ -24,6 +24,7 @@ pub mod memory;
 
 use crate::config::CacheSettings;
 use crate::direct::BodyFile;
+use crate::eviction::{identity, Verified};
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +39,7 @@ use pingora::cache::storage::{
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheMeta, Storage};
 use pingora::{Error, ErrorType, Result};
+use sha2::{Digest, Sha256};
 use std::any::Any;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -203,24 +205,28 @@ impl TieredStorage {
             return None;
         }
         let h = hash.clone();
-        let found =
-            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
-                .await
-                .ok()?
-                .ok()??;
+        let found = tokio::task::spawn_blocking(move || {
+            self.disk.lookup_blocking(&h, self.mem_max_object, true)
+        })
+        .await
+        .ok()?
+        .ok()??;
         match found {
             DiskLookup::Small(m, body, file) => {
                 let (meta, e) = self.promote(hash, m, body, file)?;
                 meta.is_fresh(now).then_some(FreshHit::Memory(e))
             }
-            DiskLookup::Large(m, file) => {
-                let meta = self.parse_meta(&hash, &m)?;
-                if !meta.is_fresh(now) {
+            DiskLookup::Large(e) => {
+                let meta = self.parse_meta(&hash, &e.meta)?;
+                if !meta.is_fresh(now) || !e.verified {
                     return None;
                 }
-                let body =
-                    BodyFile::for_one_response(file, m.header.body_offset(), m.header.body_len)?;
-                Some(FreshHit::File(Box::new((HotMeta::of(&meta), body))))
+                let (offset, len) = (e.meta.header.body_offset(), e.meta.header.body_len);
+                let body = BodyFile::for_one_response(e.file, offset, len)?;
+                // sendfile cannot hash what it sends: only the identity verified above may
+                // go out this way (see `crate::direct`).
+                body.identity_is(&e.id)
+                    .then(|| FreshHit::File(Box::new((HotMeta::of(&meta), body))))
             }
         }
     }
@@ -278,14 +284,28 @@ pub struct MemHit {
 }
 
 /// Hit handler streaming a large body from its file in chunks.
+///
+/// Integrity: a whole-body read hashes what it streams and holds the last chunk back until
+/// the digest matches the entry's; on a mismatch the entry is removed (counted) and the
+/// read fails before the last byte, so the client sees a truncated response and the
+/// connection is closed, never a complete wrong body. A range read cannot be checked that
+/// way, so it first verifies the whole body (blocking pool) unless this file identity is
+/// verified already. A clean whole-body read records the identity as verified, so a later
+/// sendfile of the same, unchanged file needs no pass of its own.
 pub struct DiskHit {
+    tier: &'static DiskTier,
+    hash: String,
     file: File,
-    body_offset: u64,
-    body_len: u64,
+    id: Verified,
+    verified: bool,
+    header: entry::EntryHeader,
     pos: u64,
     end: u64,
     chunk: usize,
     need_seek: bool,
+    /// Hash of the body so far; `Some` only while reading the whole body from its start.
+    /// (Boxed: the hash state would make every hit handler large.)
+    hasher: Option<Box<Sha256>>,
 }
 
 /// The hit handler of [`TieredStorage`].
@@ -312,19 +332,83 @@ impl TieredHit {
 }
 
 impl DiskHit {
-    fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
+    fn new(tier: &'static DiskTier, hash: String, e: disk::LargeEntry) -> Self {
+        let header = e.meta.header;
+        DiskHit {
+            tier,
+            hash,
+            file: e.file,
+            id: e.id,
+            verified: e.verified,
+            header,
+            pos: 0,
+            end: header.body_len,
+            chunk: tier.chunk_size(),
+            need_seek: true,
+            hasher: Some(Box::default()),
+        }
+    }
+
+    /// The body failed its check: drop the entry and fail this read.
+    fn corrupt(&self, why: &'static str) -> Box<Error> {
+        self.tier
+            .reject_streamed(&self.hash, &self.id, &entry::EntryError::Corrupt(why));
+        Error::explain(ErrorType::InternalError, "disk cache entry corrupt")
+    }
+
+    /// Verify the whole body before a range of an unverified file is served.
+    async fn verify_for_range(&mut self) -> Result<()> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| internal_err("disk cache verify", e))?;
+        let (header, chunk) = (self.header, self.chunk);
+        let checked =
+            tokio::task::spawn_blocking(move || entry::verify_body_at(&file, &header, chunk))
+                .await
+                .map_err(|e| internal_err("disk verify task", e))?;
+        match checked {
+            Ok(()) => {
+                self.verified = true;
+                self.tier.lru.set_verified(&self.hash, self.id);
+                Ok(())
+            }
+            Err(entry::EntryError::Io(e)) => Err(internal_err("disk cache verify", e)),
+            Err(entry::EntryError::Corrupt(why)) => Err(self.corrupt(why)),
+        }
+    }
+
+    fn read_chunk(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.end {
             return Ok(None);
         }
         if self.need_seek {
             self.file
-                .seek(SeekFrom::Start(self.body_offset + self.pos))?;
+                .seek(SeekFrom::Start(self.header.body_offset() + self.pos))
+                .map_err(|e| internal_err("disk cache read", e))?;
             self.need_seek = false;
         }
         let n = usize::try_from((self.end - self.pos).min(self.chunk as u64)).unwrap_or(self.chunk);
         let mut buf = BytesMut::zeroed(n);
-        self.file.read_exact(&mut buf)?;
+        self.file
+            .read_exact(&mut buf)
+            .map_err(|e| internal_err("disk cache read", e))?;
         self.pos += n as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf);
+            if self.pos == self.header.body_len {
+                let digest: [u8; 32] = std::mem::take(&mut **h).finalize().into();
+                self.hasher = None;
+                if digest != self.header.body_sha256 {
+                    return Err(self.corrupt("body checksum mismatch"));
+                }
+                // Good for this identity, unless the file changed while it was read.
+                if identity(&self.file).is_ok_and(|id| id == self.id) {
+                    self.verified = true;
+                    self.tier.lru.set_verified(&self.hash, self.id);
+                }
+            }
+        }
         Ok(Some(buf.freeze()))
     }
 }
@@ -347,12 +431,13 @@ impl HandleHit for TieredHit {
                 Ok(Some(m.body.slice(m.start..m.end)))
             }
             TieredHit::Disk(d) => {
+                if d.pos < d.end && d.hasher.is_none() && !d.verified {
+                    d.verify_for_range().await?;
+                }
                 // Page-cache reads never return Pending; spend the task's coop budget so
                 // many concurrent large-object streams share the worker fairly.
                 tokio::task::consume_budget().await;
-                let chunk = d
-                    .read_chunk()
-                    .map_err(|e| internal_err("disk cache read", e))?;
+                let chunk = d.read_chunk()?;
                 if let Some(c) = &chunk {
                     METRICS
                         .bytes_served
@@ -403,12 +488,15 @@ impl HandleHit for TieredHit {
                 m.done = false;
             }
             TieredHit::Disk(d) => {
-                if start as u64 >= d.body_len {
+                let len = d.header.body_len;
+                if start as u64 >= len {
                     return Error::e_explain(ErrorType::InternalError, "seek start out of range");
                 }
                 d.pos = start as u64;
-                d.end = end.map_or(d.body_len, |e| (e as u64).min(d.body_len));
+                d.end = end.map_or(len, |e| (e as u64).min(len));
                 d.need_seek = true;
+                // Only a whole-body read from the start can be hashed on the way.
+                d.hasher = (d.pos == 0 && d.end == len).then(Box::default);
             }
             TieredHit::Fill(_) => {
                 return Error::e_explain(ErrorType::InternalError, "partial hit cannot seek");
@@ -424,7 +512,7 @@ impl HandleHit for TieredHit {
     fn get_eviction_weight(&self) -> usize {
         match self {
             TieredHit::Mem(m) => m.body.len(),
-            TieredHit::Disk(d) => usize::try_from(d.body_len).unwrap_or(usize::MAX),
+            TieredHit::Disk(d) => usize::try_from(d.header.body_len).unwrap_or(usize::MAX),
             TieredHit::Fill(_) => 0,
         }
     }
@@ -557,11 +645,12 @@ impl Storage for TieredStorage {
             )));
         }
         let h = hash.clone();
-        let found =
-            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
-                .await
-                .map_err(|e| internal_err("disk lookup task", e))?
-                .map_err(|e| internal_err("disk lookup", e))?;
+        let found = tokio::task::spawn_blocking(move || {
+            self.disk.lookup_blocking(&h, self.mem_max_object, false)
+        })
+        .await
+        .map_err(|e| internal_err("disk lookup task", e))?
+        .map_err(|e| internal_err("disk lookup", e))?;
         match found {
             None => Ok(None),
             Some(DiskLookup::Small(m, body, file)) => match self.promote(hash, m, body, file) {
@@ -571,19 +660,11 @@ impl Storage for TieredStorage {
                 ))),
                 None => Ok(None),
             },
-            Some(DiskLookup::Large(m, file)) => {
-                let Some(meta) = self.parse_meta(&hash, &m) else {
+            Some(DiskLookup::Large(e)) => {
+                let Some(meta) = self.parse_meta(&hash, &e.meta) else {
                     return Ok(None);
                 };
-                let hit = DiskHit {
-                    file,
-                    body_offset: m.header.body_offset(),
-                    body_len: m.header.body_len,
-                    pos: 0,
-                    end: m.header.body_len,
-                    chunk: self.disk.chunk_size(),
-                    need_seek: false,
-                };
+                let hit = DiskHit::new(&self.disk, hash, e);
                 Ok(Some((meta, Box::new(TieredHit::Disk(hit)))))
             }
         }
