@@ -59,6 +59,7 @@ impl Fill {
             file,
             body_offset: self.body_offset,
             read: 0,
+            end: None,
             chunk,
             progress: self.progress.subscribe(),
         })
@@ -134,29 +135,50 @@ impl Fills {
     }
 }
 
-/// Hit handler reading an object while it is being filled. Not seekable.
+/// Hit handler reading an object while it is being filled, at its reader's own pace: it
+/// waits for the writer only when it has caught up. Seekable: a range (`seek`) is served
+/// from the bytes already written, waiting for the rest as the whole-body read does.
 pub struct FillHit {
     file: File,
     body_offset: u64,
     read: u64,
+    /// Exclusive end of a range set by `seek`; `None` = to the end of the body.
+    end: Option<u64>,
     chunk: usize,
     progress: watch::Receiver<FillState>,
 }
 
 impl FillHit {
+    /// Restrict the following reads to `start..end` (end exclusive). Fails when the body is
+    /// complete and `start` is past it.
+    pub fn seek(&mut self, start: u64, end: Option<u64>) -> Result<()> {
+        if let FillState::Complete(n) = *self.progress.borrow() {
+            if start >= n {
+                return Error::e_explain(ErrorType::InternalError, "seek start out of range");
+            }
+        }
+        self.read = start;
+        self.end = end;
+        Ok(())
+    }
+
     /// Next chunk, waiting for the writer when caught up; `None` at the end.
     pub async fn read(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self.end.is_some_and(|e| self.read >= e) {
+                return Ok(None);
+            }
             let state = *self.progress.borrow_and_update();
             let available = match state {
                 FillState::Failed => {
                     return Error::e_explain(ErrorType::InternalError, "cache fill failed")
                 }
-                FillState::Complete(n) if n == self.read => return Ok(None),
+                FillState::Complete(n) if n <= self.read => return Ok(None),
                 FillState::Partial(n) | FillState::Complete(n) => n,
             };
-            if available > self.read {
-                let n = usize::try_from((available - self.read).min(self.chunk as u64))
+            let limit = self.end.map_or(available, |e| e.min(available));
+            if limit > self.read {
+                let n = usize::try_from((limit - self.read).min(self.chunk as u64))
                     .unwrap_or(self.chunk);
                 let mut buf = BytesMut::zeroed(n);
                 self.file

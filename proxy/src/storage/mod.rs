@@ -15,7 +15,7 @@
 //!   so a hit can be sent with sendfile (see [`crate::direct`]).
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
 //! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
-//!   as they arrive (see `storage/fill.rs`); such partial hits are not seekable.
+//!   as they arrive (see `storage/fill.rs`), each at its own pace, Range requests included.
 
 pub mod disk;
 pub mod entry;
@@ -471,7 +471,7 @@ impl HandleHit for TieredHit {
     }
 
     fn can_seek(&self) -> bool {
-        !matches!(self, TieredHit::Fill(_))
+        true
     }
 
     /// Restrict the following reads to `start..end` (end exclusive, clamped to the body).
@@ -498,9 +498,7 @@ impl HandleHit for TieredHit {
                 // Only a whole-body read from the start can be hashed on the way.
                 d.hasher = (d.pos == 0 && d.end == len).then(Box::default);
             }
-            TieredHit::Fill(_) => {
-                return Error::e_explain(ErrorType::InternalError, "partial hit cannot seek");
-            }
+            TieredHit::Fill(f) => f.seek(start as u64, end.map(|e| e as u64))?,
         }
         Ok(())
     }

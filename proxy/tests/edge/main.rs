@@ -5,6 +5,7 @@
 mod cache;
 mod common;
 mod config;
+mod fill;
 mod integrity;
 mod server;
 mod storage;
