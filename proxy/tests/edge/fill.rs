@@ -129,3 +129,100 @@ async fn range_of_an_object_being_filled_is_a_206_from_the_fill() {
     assert_eq!((a.status, a.sha()), (200, sha));
     assert_eq!(origin.requests_for("/media/r1"), 1);
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (e.g. "4m"). `None` (with a loud SKIPPED line) when mounting
+    /// is refused outside CI; under `CI=true` that is a failure.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        let refused = match &out {
+            Ok(o) if o.status.success() => return Some(Tmpfs { dir }),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a tmpfs under CI: {refused}"
+        );
+        eprintln!("SKIPPED: disk-full test needs to mount a tmpfs (run as root): {refused}");
+        None
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a descriptor still open in a dying edge must not keep the mount around.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_full_mid_fill_still_streams_the_whole_body() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let origin = Origin::start().await;
+    let size = 16 << 20;
+    let sha = origin.put_media("/media/big", body_of(size, 53));
+    let small = origin.put_media("/media/small", body_of(100_000, 54));
+    let cache = fs.path().join("c");
+    let edge = spawn_edge(origin.addr, &cache, Some(ADMIN_CFG));
+
+    // Four times the free space: the disk fills up a quarter of the way in.
+    let r = tokio::time::timeout(HANG, get(&edge.url("/media/big"), &[]))
+        .await
+        .expect("fill hung on a full disk");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), size);
+    assert_eq!(r.sha(), sha);
+    assert_eq!(origin.requests_for("/media/big"), 1);
+    assert_eq!(
+        metric(&edge, "komora_edge_cache_write_failures_total", "").await,
+        1.0
+    );
+    // No entry and no partial file left behind.
+    assert!(entry_files(&cache).is_empty());
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+
+    // A herd: every reader gets the whole body; the object could not be stored, so the
+    // origin is asked again (once per fill, not once per failure).
+    let mut herd = Vec::new();
+    for _ in 0..3 {
+        let url = edge.url("/media/big");
+        herd.push(tokio::spawn(async move { get(&url, &[]).await }));
+    }
+    for h in herd {
+        let r = tokio::time::timeout(HANG, h).await.unwrap().unwrap();
+        assert_eq!((r.status, r.body.len()), (200, size));
+        assert_eq!(r.sha(), sha);
+    }
+    let n = origin.requests_for("/media/big");
+    assert!((2..=4).contains(&n), "{n} origin requests");
+    // One logged and counted failure per fill.
+    let failures = metric(&edge, "komora_edge_cache_write_failures_total", "").await;
+    assert_eq!(failures, n as f64);
+
+    // The space of the abandoned fills is free again: a small object is cached as usual.
+    let r = get(&edge.url("/media/small"), &[]).await;
+    assert_eq!((r.status, r.cache_status()), (200, "MISS"));
+    let r = get(&edge.url("/media/small"), &[]).await;
+    assert_eq!((r.status, r.cache_status()), (200, "HIT"));
+    assert_eq!(r.sha(), small);
+    assert_eq!(origin.requests_for("/media/small"), 1);
+}
