@@ -4,7 +4,8 @@
 //! goes, then fill in the prefix and `rename` into the fan-out path. Readers open the final
 //! path directly (no index needed), so entries from a previous run are hits immediately while
 //! [`DiskTier::rebuild_index`] walks the directory in the background to restore the byte
-//! accounting. Chunk-sized reads and writes go straight to the page cache; they are short
+//! accounting. A large body's check is remembered per file identity (inode, length, mtime,
+//! ctime; see [`Verified`]), so a file written in place is checked again. Chunk-sized reads and writes go straight to the page cache; they are short
 //! enough to do on the async worker, while whole-file work (lookup, verification, meta
 //! rewrite) runs on the blocking pool (see `storage/mod.rs`).
 

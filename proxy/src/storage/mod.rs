@@ -3,11 +3,14 @@
 //!
 //! - `lookup` tries memory, then disk. A disk hit on a body up to
 //!   `cache.memory.max_object_size` is read whole, verified and promoted to memory; larger
-//!   bodies are verified by a streaming pass and then streamed in `cache.disk.chunk_size`
-//!   reads, never held whole in RAM.
+//!   bodies are streamed in `cache.disk.chunk_size` reads, never held whole in RAM, and
+//!   hashed on the way: a mismatch ends the response before its last byte (see [`DiskHit`]).
+//!   sendfile, which cannot hash, only sends a file whose identity was verified
+//!   ([`crate::eviction::Verified`], [`crate::direct`]).
 //! - `get_miss_handler` streams the body to a disk temp file (and buffers it when it is small
 //!   enough for memory); only `finish` makes it visible. A miss handler dropped before
-//!   `finish` leaves no entry in either tier.
+//!   `finish` leaves no entry in either tier. A disk write that fails (full disk) ends
+//!   caching of that object only; its body still streams to every reader ([`TieredMiss`]).
 //! - `purge` removes an entry from both tiers (invalidation or eviction requested by pingora);
 //!   budget eviction happens inside each tier and is counted separately.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.

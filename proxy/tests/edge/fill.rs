@@ -226,3 +226,30 @@ async fn disk_full_mid_fill_still_streams_the_whole_body() {
     assert_eq!(r.sha(), small);
     assert_eq!(origin.requests_for("/media/small"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_full_without_streaming_fill_still_serves_the_whole_body() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let origin = Origin::start().await;
+    let size = 16 << 20;
+    let sha = origin.put_media("/media/big", body_of(size, 55));
+    let cache = fs.path().join("c");
+    let cfg = format!("{ADMIN_CFG}[cache]\nstreaming_fill = false\n");
+    let edge = spawn_edge(origin.addr, &cache, Some(&cfg));
+    for i in 1..=2 {
+        let r = tokio::time::timeout(HANG, get(&edge.url("/media/big"), &[]))
+            .await
+            .expect("fill hung on a full disk");
+        assert_eq!((r.status, r.body.len()), (200, size), "request {i}");
+        assert_eq!(r.sha(), sha, "request {i}");
+        assert_eq!(origin.requests_for("/media/big"), i);
+    }
+    assert_eq!(
+        metric(&edge, "komora_edge_cache_write_failures_total", "").await,
+        2.0
+    );
+    assert!(entry_files(&cache).is_empty());
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}
