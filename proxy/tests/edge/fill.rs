@@ -72,6 +72,17 @@ async fn stalled_first_client_does_not_pace_the_fill() {
     let (status, len, mut a_body) = read_head(&mut a).await;
     assert_eq!((status, len), (200, size));
 
+    // A Range for bytes the fill already has is a 206, not a paced 200 full body.
+    let body = body_of(size, 51);
+    let r = tokio::time::timeout(
+        HANG,
+        get(&edge.url("/media/s1"), &[("range", "bytes=100-1099")]),
+    )
+    .await
+    .expect("a range was held back by the stalled first client");
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &body[100..1100]);
+
     // A second client, arriving during that fill, gets the whole object anyway.
     let b = tokio::time::timeout(HANG, get(&edge.url("/media/s1"), &[]))
         .await
