@@ -12,7 +12,7 @@
 //!
 //! What it owns:
 //! - [`BodyFile`]: an open entry file kept beside a memory entry, with the body's offset and
-//!   length and the file identity (length, mtime) it was verified at. At most
+//!   length and the file identity (inode, length, mtime, ctime) it was verified at. At most
 //!   `cache.memory.sendfile_max_open_files` are open at once (a process-wide count), so
 //!   cached descriptors can never starve the listener of descriptors for new connections.
 //! - [`HeadCache`]: per entry, the serialized 200 and 304 heads of the current second.
@@ -22,11 +22,16 @@
 //! - [`send_response`]: write head and body, waiting for writability through tokio when the
 //!   socket buffer is full and giving up after [`STALL_TIMEOUT`] without progress.
 //!
-//! Integrity: a kept file was either written by this process (its body bytes are the ones
-//! the memory entry holds) or verified against its sha256 when it was promoted. Before each
-//! send its identity is compared with the verified one (one `fstat`); a file changed in place
-//! (mtime or length differ) is not used and the verified in-memory bytes go out instead, the
-//! same rule as the disk tier's "verified once per file identity".
+//! Integrity: sendfile cannot hash what it sends, so only a file whose identity (device,
+//! inode, length, mtime, ctime; see [`Verified`]) equals one whose body was checked goes out
+//! this way. A kept file was either written by this process (its body bytes are the ones
+//! the memory entry holds) or verified against its sha256 when it was promoted; before each
+//! send its identity is compared with the verified one (one `fstat`), and a file changed in
+//! place (which moves ctime even when mtime is set back) is not used: the verified
+//! in-memory bytes go out instead. A large disk-tier object is sent by sendfile only after
+//! its body was hashed for exactly this identity (on first open, or by an earlier streamed
+//! read that checked it); otherwise pingora's path streams it and hashes as it goes. What
+//! is left is a write racing the send itself, which only reading the bytes could catch.
 //!
 //! Failure: once any byte has gone out, an error leaves the response truncated; the caller
 //! must then close the connection (not write a second response on it).
@@ -96,7 +101,7 @@ impl BodyFile {
     /// the file is shorter than the body.
     pub fn for_one_response(file: File, offset: u64, len: u64) -> Option<Self> {
         let id = identity(&file).ok()?;
-        if id.0 < offset.checked_add(len)? {
+        if id.len < offset.checked_add(len)? {
             return None;
         }
         Some(BodyFile {
@@ -119,9 +124,15 @@ impl BodyFile {
     }
 
     /// Whether the file still has the identity it was verified at (one `fstat`). A file
-    /// modified in place gets a new mtime, so its bytes are not trusted any more.
+    /// written in place gets a new ctime (even if its mtime is set back), so its bytes are
+    /// not trusted any more.
     pub fn unchanged(&self) -> bool {
         identity(&self.file).is_ok_and(|id| id == self.id)
+    }
+
+    /// Whether the identity recorded for this file is `id` (the one a check was done for).
+    pub fn identity_is(&self, id: &Verified) -> bool {
+        self.id == *id
     }
 }
 

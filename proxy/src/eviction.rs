@@ -8,18 +8,49 @@
 //! the former goes through [`DiskLru::admit`]/[`DiskLru::over_budget`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
 
-/// File identity an integrity check was done for: (length, mtime).
-pub type Verified = (u64, SystemTime);
+/// File identity an integrity check was done for: which inode, and its length, mtime and
+/// ctime (seconds, nanoseconds).
+///
+/// Length and mtime alone are not enough: anyone who can write the file can also set its
+/// mtime back (`touch -d`, `utimensat`). ctime cannot be set from user space (every write,
+/// `chmod` or `utimensat` moves it to now), and `(dev, ino)` tells a file replaced under
+/// the same name from the one verified. So a file whose identity equals a verified one has
+/// not been written since that check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Device of the filesystem.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time.
+    pub mtime: (i64, i64),
+    /// Status change time.
+    pub ctime: (i64, i64),
+}
+
+impl Verified {
+    /// The identity `m` describes.
+    pub fn of(m: &Metadata) -> Self {
+        Verified {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
 
 /// The current identity of an open file (one `fstat`).
 pub fn identity(file: &File) -> io::Result<Verified> {
-    let m = file.metadata()?;
-    Ok((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    Ok(Verified::of(&file.metadata()?))
 }
 
 struct Slot {

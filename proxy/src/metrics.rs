@@ -35,6 +35,11 @@ pub struct Metrics {
     /// Entry files held open for zero-copy sends (bounded by
     /// `cache.memory.sendfile_max_open_files`).
     pub sendfile_open_files: IntGauge,
+    /// Fills that stopped writing to the disk tier after an I/O error (a full disk, ...);
+    /// their bodies kept streaming to every reader, uncached.
+    pub cache_write_failures: IntCounter,
+    /// Readers of such a fill cut off for falling further behind than its memory tail holds.
+    pub fill_readers_cut_off: IntCounter,
     /// `requests` children resolved once, in [`STATUSES`] order (no label hashing per request).
     by_status: Vec<IntCounter>,
 }
@@ -104,6 +109,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "komora_edge_sendfile_open_files",
         "Entry files held open for sendfile",
     )?;
+    let cache_write_failures = IntCounter::new(
+        "komora_edge_cache_write_failures_total",
+        "Fills that stopped writing to disk after an I/O error, streamed uncached",
+    )?;
+    let fill_readers_cut_off = IntCounter::new(
+        "komora_edge_fill_readers_cut_off_total",
+        "Readers of an uncached fill cut off for lagging past its memory tail",
+    )?;
+    registry.register(Box::new(cache_write_failures.clone()))?;
+    registry.register(Box::new(fill_readers_cut_off.clone()))?;
     registry.register(Box::new(sendfile_responses.clone()))?;
     registry.register(Box::new(sendfile_open_files.clone()))?;
     registry.register(Box::new(requests.clone()))?;
@@ -120,6 +135,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .map(|s| requests.with_label_values(&[*s]))
         .collect();
     Ok(Metrics {
+        cache_write_failures,
+        fill_readers_cut_off,
         by_status,
         registry,
         requests,

@@ -501,6 +501,13 @@ impl ProxyHttp for Edge {
                 .cache
                 .enable(self.storage, None, None, Some(self.lock), Some(overrides));
             ctx.cache_enabled = true;
+            if self.config.cache.streaming_fill {
+                // A filling request reads its own response from the fill like every other
+                // reader (`storage/fill.rs`). Pingora's cancel-safe downstream writes (HTTP/1)
+                // let it keep reading the origin into the cache while this client's socket
+                // is full, so a slow first client does not pace the fill for the others.
+                session.set_proxy_tasks_enabled(true);
+            }
         }
         Ok(())
     }

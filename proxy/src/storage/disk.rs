@@ -4,16 +4,18 @@
 //! goes, then fill in the prefix and `rename` into the fan-out path. Readers open the final
 //! path directly (no index needed), so entries from a previous run are hits immediately while
 //! [`DiskTier::rebuild_index`] walks the directory in the background to restore the byte
-//! accounting. Chunk-sized reads and writes go straight to the page cache; they are short
+//! accounting. A large body's check is remembered per file identity (inode, length, mtime,
+//! ctime; see [`Verified`]), so a file written in place is checked again. Chunk-sized reads and writes go straight to the page cache; they are short
 //! enough to do on the async worker, while whole-file work (lookup, verification, meta
 //! rewrite) runs on the blocking pool (see `storage/mod.rs`).
 
-use crate::eviction::{identity, DiskLru};
+use crate::eviction::{identity, DiskLru, Verified};
 use crate::metrics::METRICS;
 use crate::storage::entry::{self, EntryError, EntryHeader, EntryMeta, FIXED_LEN};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,8 +34,21 @@ pub enum DiskLookup {
     /// Body small enough to read whole; already verified. The file is returned too (open
     /// for reading) so the memory tier can keep it for zero-copy sends.
     Small(EntryMeta, Vec<u8>, File),
-    /// Body to stream; verified, file positioned at the body start.
-    Large(EntryMeta, File),
+    /// Body to stream from its file.
+    Large(LargeEntry),
+}
+
+/// A body to stream from its entry file.
+pub struct LargeEntry {
+    /// The verified meta.
+    pub meta: EntryMeta,
+    /// The open entry file.
+    pub file: File,
+    /// Its identity when it was opened.
+    pub id: Verified,
+    /// Whether the body is known good for `id` (checked now or by an earlier read of this
+    /// identity). When false the reader must hash what it streams (see `DiskHit`).
+    pub verified: bool,
 }
 
 impl DiskTier {
@@ -68,11 +83,31 @@ impl DiskTier {
         self.report();
     }
 
-    /// Blocking lookup. Bodies up to `small_limit` are read whole and verified; larger ones
-    /// are verified by a streaming pass (skipped when this exact file was verified before)
-    /// and returned as an open file. Corrupt entries are removed, counted and reported as
-    /// a miss.
-    pub fn lookup_blocking(&self, hash: &str, small_limit: u64) -> io::Result<Option<DiskLookup>> {
+    /// A streamed read of the file with identity `id` found its body corrupt: delete it
+    /// (and its index slot), counted, unless the path meanwhile holds another file (a
+    /// refill), which is left alone.
+    pub fn reject_streamed(&self, hash: &str, id: &Verified, why: &EntryError) {
+        let same =
+            fs::metadata(self.path(hash)).is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino));
+        if same {
+            self.reject(hash, why);
+        } else {
+            tracing::warn!(hash, error = %why, "replaced cache entry failed integrity check");
+            METRICS.integrity_failures.inc();
+        }
+    }
+
+    /// Blocking lookup. Bodies up to `small_limit` are read whole and verified. Larger ones
+    /// come back as an open file; with `verify` their body is hashed now unless this exact
+    /// file identity (inode, length, mtime, ctime) was verified before, so the caller may
+    /// send it without reading it (sendfile). Without `verify` the caller hashes while it
+    /// streams. Corrupt entries are removed, counted and reported as a miss.
+    pub fn lookup_blocking(
+        &self,
+        hash: &str,
+        small_limit: u64,
+        verify: bool,
+    ) -> io::Result<Option<DiskLookup>> {
         let mut file = match File::open(self.path(hash)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -100,15 +135,21 @@ impl DiskTier {
             };
         }
         let id = identity(&file)?;
-        if self.lru.verified(hash) != Some(id) {
-            if let Err(e) = entry::verify_body_streaming(&mut file, &meta.header, self.chunk_size) {
+        let mut verified = self.lru.verified(hash) == Some(id);
+        if !verified && verify {
+            if let Err(e) = entry::verify_body_at(&file, &meta.header, self.chunk_size) {
                 self.reject(hash, &e);
                 return Ok(None);
             }
             self.lru.set_verified(hash, id);
-            file.seek(SeekFrom::Start(meta.header.body_offset()))?;
+            verified = true;
         }
-        Ok(Some(DiskLookup::Large(meta, file)))
+        Ok(Some(DiskLookup::Large(LargeEntry {
+            meta,
+            file,
+            id,
+            verified,
+        })))
     }
 
     /// Remove an entry (purge); returns whether a file existed.
@@ -316,13 +357,14 @@ impl DiskWriter {
         f.seek(SeekFrom::Start(0))?;
         f.write_all(&self.header.encode())?;
         f.flush()?;
-        let id = identity(&f)?;
         let final_path = tier.path(&self.hash);
         if let Some(parent) = final_path.parent() {
             fs::create_dir_all(parent)?;
         }
         fs::rename(&self.tmp_path, &final_path)?;
         self.committed = true;
+        // After the rename, which may move ctime: the identity of the file as it now stays.
+        let id = identity(&f)?;
         let size = self.header.file_len();
         let victims = tier.lru.admit(&self.hash, &self.url, size, Some(id));
         tier.delete_victims(victims);

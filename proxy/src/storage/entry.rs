@@ -18,6 +18,7 @@
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// File magic and format version.
@@ -162,26 +163,25 @@ pub fn read_meta(file: &mut File) -> Result<EntryMeta, EntryError> {
     })
 }
 
-/// Hash the rest of `file` (the body) in `chunk`-sized reads and compare with the header.
-/// Never holds more than one chunk in memory.
-pub fn verify_body_streaming(
-    file: &mut File,
-    header: &EntryHeader,
-    chunk: usize,
-) -> Result<(), EntryError> {
+/// Hash the body of `file` (positioned reads, so the file's cursor is left alone) in
+/// `chunk`-sized reads and compare with the header. Never holds more than one chunk in
+/// memory.
+pub fn verify_body_at(file: &File, header: &EntryHeader, chunk: usize) -> Result<(), EntryError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; chunk.max(4096)];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
+    let (start, len) = (header.body_offset(), header.body_len);
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read_at(&mut buf[..want], start + done)?;
         if n == 0 {
-            break;
+            return Err(EntryError::Corrupt("short body"));
         }
-        total += n as u64;
+        done += n as u64;
         h.update(&buf[..n]);
     }
     let digest: [u8; 32] = h.finalize().into();
-    if total != header.body_len || digest != header.body_sha256 {
+    if digest != header.body_sha256 {
         return Err(EntryError::Corrupt("body checksum mismatch"));
     }
     Ok(())

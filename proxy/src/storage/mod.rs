@@ -3,11 +3,14 @@
 //!
 //! - `lookup` tries memory, then disk. A disk hit on a body up to
 //!   `cache.memory.max_object_size` is read whole, verified and promoted to memory; larger
-//!   bodies are verified by a streaming pass and then streamed in `cache.disk.chunk_size`
-//!   reads, never held whole in RAM.
+//!   bodies are streamed in `cache.disk.chunk_size` reads, never held whole in RAM, and
+//!   hashed on the way: a mismatch ends the response before its last byte (see [`DiskHit`]).
+//!   sendfile, which cannot hash, only sends a file whose identity was verified
+//!   ([`crate::eviction::Verified`], [`crate::direct`]).
 //! - `get_miss_handler` streams the body to a disk temp file (and buffers it when it is small
 //!   enough for memory); only `finish` makes it visible. A miss handler dropped before
-//!   `finish` leaves no entry in either tier.
+//!   `finish` leaves no entry in either tier. A disk write that fails (full disk) ends
+//!   caching of that object only; its body still streams to every reader ([`TieredMiss`]).
 //! - `purge` removes an entry from both tiers (invalidation or eviction requested by pingora);
 //!   budget eviction happens inside each tier and is counted separately.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
@@ -15,7 +18,7 @@
 //!   so a hit can be sent with sendfile (see [`crate::direct`]).
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
 //! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
-//!   as they arrive (see `storage/fill.rs`); such partial hits are not seekable.
+//!   as they arrive (see `storage/fill.rs`), each at its own pace, Range requests included.
 
 pub mod disk;
 pub mod entry;
@@ -24,6 +27,7 @@ pub mod memory;
 
 use crate::config::CacheSettings;
 use crate::direct::BodyFile;
+use crate::eviction::{identity, Verified};
 use crate::metrics::METRICS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +42,7 @@ use pingora::cache::storage::{
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheMeta, Storage};
 use pingora::{Error, ErrorType, Result};
+use sha2::{Digest, Sha256};
 use std::any::Any;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -203,24 +208,28 @@ impl TieredStorage {
             return None;
         }
         let h = hash.clone();
-        let found =
-            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
-                .await
-                .ok()?
-                .ok()??;
+        let found = tokio::task::spawn_blocking(move || {
+            self.disk.lookup_blocking(&h, self.mem_max_object, true)
+        })
+        .await
+        .ok()?
+        .ok()??;
         match found {
             DiskLookup::Small(m, body, file) => {
                 let (meta, e) = self.promote(hash, m, body, file)?;
                 meta.is_fresh(now).then_some(FreshHit::Memory(e))
             }
-            DiskLookup::Large(m, file) => {
-                let meta = self.parse_meta(&hash, &m)?;
-                if !meta.is_fresh(now) {
+            DiskLookup::Large(e) => {
+                let meta = self.parse_meta(&hash, &e.meta)?;
+                if !meta.is_fresh(now) || !e.verified {
                     return None;
                 }
-                let body =
-                    BodyFile::for_one_response(file, m.header.body_offset(), m.header.body_len)?;
-                Some(FreshHit::File(Box::new((HotMeta::of(&meta), body))))
+                let (offset, len) = (e.meta.header.body_offset(), e.meta.header.body_len);
+                let body = BodyFile::for_one_response(e.file, offset, len)?;
+                // sendfile cannot hash what it sends: only the identity verified above may
+                // go out this way (see `crate::direct`).
+                body.identity_is(&e.id)
+                    .then(|| FreshHit::File(Box::new((HotMeta::of(&meta), body))))
             }
         }
     }
@@ -278,14 +287,28 @@ pub struct MemHit {
 }
 
 /// Hit handler streaming a large body from its file in chunks.
+///
+/// Integrity: a whole-body read hashes what it streams and holds the last chunk back until
+/// the digest matches the entry's; on a mismatch the entry is removed (counted) and the
+/// read fails before the last byte, so the client sees a truncated response and the
+/// connection is closed, never a complete wrong body. A range read cannot be checked that
+/// way, so it first verifies the whole body (blocking pool) unless this file identity is
+/// verified already. A clean whole-body read records the identity as verified, so a later
+/// sendfile of the same, unchanged file needs no pass of its own.
 pub struct DiskHit {
+    tier: &'static DiskTier,
+    hash: String,
     file: File,
-    body_offset: u64,
-    body_len: u64,
+    id: Verified,
+    verified: bool,
+    header: entry::EntryHeader,
     pos: u64,
     end: u64,
     chunk: usize,
     need_seek: bool,
+    /// Hash of the body so far; `Some` only while reading the whole body from its start.
+    /// (Boxed: the hash state would make every hit handler large.)
+    hasher: Option<Box<Sha256>>,
 }
 
 /// The hit handler of [`TieredStorage`].
@@ -312,19 +335,83 @@ impl TieredHit {
 }
 
 impl DiskHit {
-    fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
+    fn new(tier: &'static DiskTier, hash: String, e: disk::LargeEntry) -> Self {
+        let header = e.meta.header;
+        DiskHit {
+            tier,
+            hash,
+            file: e.file,
+            id: e.id,
+            verified: e.verified,
+            header,
+            pos: 0,
+            end: header.body_len,
+            chunk: tier.chunk_size(),
+            need_seek: true,
+            hasher: Some(Box::default()),
+        }
+    }
+
+    /// The body failed its check: drop the entry and fail this read.
+    fn corrupt(&self, why: &'static str) -> Box<Error> {
+        self.tier
+            .reject_streamed(&self.hash, &self.id, &entry::EntryError::Corrupt(why));
+        Error::explain(ErrorType::InternalError, "disk cache entry corrupt")
+    }
+
+    /// Verify the whole body before a range of an unverified file is served.
+    async fn verify_for_range(&mut self) -> Result<()> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| internal_err("disk cache verify", e))?;
+        let (header, chunk) = (self.header, self.chunk);
+        let checked =
+            tokio::task::spawn_blocking(move || entry::verify_body_at(&file, &header, chunk))
+                .await
+                .map_err(|e| internal_err("disk verify task", e))?;
+        match checked {
+            Ok(()) => {
+                self.verified = true;
+                self.tier.lru.set_verified(&self.hash, self.id);
+                Ok(())
+            }
+            Err(entry::EntryError::Io(e)) => Err(internal_err("disk cache verify", e)),
+            Err(entry::EntryError::Corrupt(why)) => Err(self.corrupt(why)),
+        }
+    }
+
+    fn read_chunk(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.end {
             return Ok(None);
         }
         if self.need_seek {
             self.file
-                .seek(SeekFrom::Start(self.body_offset + self.pos))?;
+                .seek(SeekFrom::Start(self.header.body_offset() + self.pos))
+                .map_err(|e| internal_err("disk cache read", e))?;
             self.need_seek = false;
         }
         let n = usize::try_from((self.end - self.pos).min(self.chunk as u64)).unwrap_or(self.chunk);
         let mut buf = BytesMut::zeroed(n);
-        self.file.read_exact(&mut buf)?;
+        self.file
+            .read_exact(&mut buf)
+            .map_err(|e| internal_err("disk cache read", e))?;
         self.pos += n as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf);
+            if self.pos == self.header.body_len {
+                let digest: [u8; 32] = std::mem::take(&mut **h).finalize().into();
+                self.hasher = None;
+                if digest != self.header.body_sha256 {
+                    return Err(self.corrupt("body checksum mismatch"));
+                }
+                // Good for this identity, unless the file changed while it was read.
+                if identity(&self.file).is_ok_and(|id| id == self.id) {
+                    self.verified = true;
+                    self.tier.lru.set_verified(&self.hash, self.id);
+                }
+            }
+        }
         Ok(Some(buf.freeze()))
     }
 }
@@ -347,12 +434,13 @@ impl HandleHit for TieredHit {
                 Ok(Some(m.body.slice(m.start..m.end)))
             }
             TieredHit::Disk(d) => {
+                if d.pos < d.end && d.hasher.is_none() && !d.verified {
+                    d.verify_for_range().await?;
+                }
                 // Page-cache reads never return Pending; spend the task's coop budget so
                 // many concurrent large-object streams share the worker fairly.
                 tokio::task::consume_budget().await;
-                let chunk = d
-                    .read_chunk()
-                    .map_err(|e| internal_err("disk cache read", e))?;
+                let chunk = d.read_chunk()?;
                 if let Some(c) = &chunk {
                     METRICS
                         .bytes_served
@@ -386,7 +474,7 @@ impl HandleHit for TieredHit {
     }
 
     fn can_seek(&self) -> bool {
-        !matches!(self, TieredHit::Fill(_))
+        true
     }
 
     /// Restrict the following reads to `start..end` (end exclusive, clamped to the body).
@@ -403,16 +491,17 @@ impl HandleHit for TieredHit {
                 m.done = false;
             }
             TieredHit::Disk(d) => {
-                if start as u64 >= d.body_len {
+                let len = d.header.body_len;
+                if start as u64 >= len {
                     return Error::e_explain(ErrorType::InternalError, "seek start out of range");
                 }
                 d.pos = start as u64;
-                d.end = end.map_or(d.body_len, |e| (e as u64).min(d.body_len));
+                d.end = end.map_or(len, |e| (e as u64).min(len));
                 d.need_seek = true;
+                // Only a whole-body read from the start can be hashed on the way.
+                d.hasher = (d.pos == 0 && d.end == len).then(Box::default);
             }
-            TieredHit::Fill(_) => {
-                return Error::e_explain(ErrorType::InternalError, "partial hit cannot seek");
-            }
+            TieredHit::Fill(f) => f.seek(start as u64, end.map(|e| e as u64))?,
         }
         Ok(())
     }
@@ -424,7 +513,7 @@ impl HandleHit for TieredHit {
     fn get_eviction_weight(&self) -> usize {
         match self {
             TieredHit::Mem(m) => m.body.len(),
-            TieredHit::Disk(d) => usize::try_from(d.body_len).unwrap_or(usize::MAX),
+            TieredHit::Disk(d) => usize::try_from(d.header.body_len).unwrap_or(usize::MAX),
             TieredHit::Fill(_) => 0,
         }
     }
@@ -439,16 +528,54 @@ impl HandleHit for TieredHit {
 }
 
 /// Miss handler: streams into a disk temp file, buffering small bodies for memory.
+///
+/// A failed disk write (a full disk, any I/O error) ends caching for this object, not the
+/// response: the temp file goes, the failure is logged once and counted, and the fill goes
+/// on in memory (`storage/fill.rs`) so every reader still gets the origin's whole body.
 pub struct TieredMiss {
     storage: &'static TieredStorage,
     hash: String,
     url: String,
     hot: Option<HotMeta>,
+    /// `None` once the disk tier gave up on this object (or never took it).
     writer: Option<DiskWriter>,
     mem_buf: Option<Vec<Bytes>>,
     buffered: u64,
     fill: Option<Arc<Fill>>,
+    /// Whether `fill` is still registered in `storage.fills` (new readers may attach).
+    listed: bool,
     tag: [u8; 8],
+    /// Body bytes received from the origin so far.
+    received: u64,
+}
+
+impl TieredMiss {
+    /// The disk holds the first `disk_len` body bytes and takes no more: drop the temp file,
+    /// log and count once, and keep the fill going from memory.
+    fn stop_caching(&mut self, disk_len: u64, e: &io::Error) {
+        self.writer = None;
+        self.mem_buf = None;
+        tracing::warn!(
+            url = %self.url,
+            error = %e,
+            written = disk_len,
+            "disk cache write failed; the rest of this object is streamed without caching it"
+        );
+        METRICS.cache_write_failures.inc();
+        if let Some(f) = &self.fill {
+            f.spill_to_memory(disk_len);
+        }
+        self.unlist();
+    }
+
+    /// Take the fill out of the registry: from here on its start may no longer be held, so
+    /// new requests fetch for themselves (readers already attached keep reading).
+    fn unlist(&mut self) {
+        if let (Some(f), true) = (&self.fill, self.listed) {
+            self.storage.fills.end(&self.hash, f.id);
+            self.listed = false;
+        }
+    }
 }
 
 impl Drop for TieredMiss {
@@ -464,17 +591,24 @@ impl Drop for TieredMiss {
 
 #[async_trait]
 impl HandleMiss for TieredMiss {
-    /// Append body bytes to the temp file. Nothing is visible to lookups until `finish`.
+    /// Append body bytes to the temp file (or, once the disk gave up, to the fill's memory
+    /// tail). Nothing is visible to lookups until `finish`. Never fails for a disk error.
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
-        w.write(&data)
-            .map_err(|e| internal_err("disk cache write", e))?;
-        let written = w.body_len();
+        if let Some(w) = self.writer.as_mut() {
+            let before = w.body_len();
+            if let Err(e) = w.write(&data) {
+                self.stop_caching(before, &e);
+            }
+        } else {
+            // No disk file from the start: a memory-only fill, whose own reader is attached.
+            self.unlist();
+        }
+        self.received += data.len() as u64;
         if let Some(f) = &self.fill {
-            f.set(FillState::Partial(written));
+            if self.writer.is_none() {
+                f.push_memory(data.clone());
+            }
+            f.set(FillState::Partial(self.received));
         }
         if let Some(buf) = &mut self.mem_buf {
             self.buffered += data.len() as u64;
@@ -488,21 +622,30 @@ impl HandleMiss for TieredMiss {
     }
 
     /// Commit: rename the disk entry into place (evicting to budget) and, for small bodies,
-    /// insert into memory. On error the temp file is removed and no entry exists.
+    /// insert into memory. A commit that fails (or a disk that gave up earlier) leaves no
+    /// entry, and the fill still completes for its readers.
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        let w = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "miss handler finished"))?;
-        let body_len = w.body_len();
-        let body_offset = w.body_offset();
-        let (size, file) = w
-            .commit(&self.storage.disk)
-            .map_err(|e| internal_err("disk cache commit", e))?;
+        let committed = match self.writer.take() {
+            None => None,
+            Some(w) => {
+                let (body_len, body_offset) = (w.body_len(), w.body_offset());
+                match w.commit(&self.storage.disk) {
+                    Ok((size, file)) => Some((size, file, body_len, body_offset)),
+                    Err(e) => {
+                        // The temp file is gone; readers keep its open descriptor.
+                        self.stop_caching(body_len, &e);
+                        None
+                    }
+                }
+            }
+        };
         if let Some(f) = self.fill.take() {
-            f.set(FillState::Complete(body_len));
+            f.set(FillState::Complete(self.received));
             self.storage.fills.end(&self.hash, f.id);
         }
+        let Some((size, file, body_len, body_offset)) = committed else {
+            return Ok(MissFinishType::Created(0));
+        };
         if let (Some(chunks), Some(hot)) = (self.mem_buf.take(), self.hot.take()) {
             let body = if chunks.len() == 1 {
                 chunks.into_iter().next().unwrap_or_default()
@@ -557,11 +700,12 @@ impl Storage for TieredStorage {
             )));
         }
         let h = hash.clone();
-        let found =
-            tokio::task::spawn_blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object))
-                .await
-                .map_err(|e| internal_err("disk lookup task", e))?
-                .map_err(|e| internal_err("disk lookup", e))?;
+        let found = tokio::task::spawn_blocking(move || {
+            self.disk.lookup_blocking(&h, self.mem_max_object, false)
+        })
+        .await
+        .map_err(|e| internal_err("disk lookup task", e))?
+        .map_err(|e| internal_err("disk lookup", e))?;
         match found {
             None => Ok(None),
             Some(DiskLookup::Small(m, body, file)) => match self.promote(hash, m, body, file) {
@@ -571,19 +715,11 @@ impl Storage for TieredStorage {
                 ))),
                 None => Ok(None),
             },
-            Some(DiskLookup::Large(m, file)) => {
-                let Some(meta) = self.parse_meta(&hash, &m) else {
+            Some(DiskLookup::Large(e)) => {
+                let Some(meta) = self.parse_meta(&hash, &e.meta) else {
                     return Ok(None);
                 };
-                let hit = DiskHit {
-                    file,
-                    body_offset: m.header.body_offset(),
-                    body_len: m.header.body_len,
-                    pos: 0,
-                    end: m.header.body_len,
-                    chunk: self.disk.chunk_size(),
-                    need_seek: false,
-                };
+                let hit = DiskHit::new(&self.disk, hash, e);
                 Ok(Some((meta, Box::new(TieredHit::Disk(hit)))))
             }
         }
@@ -612,7 +748,9 @@ impl Storage for TieredStorage {
         self.streaming
     }
 
-    /// Serialize the meta and open a disk temp file for the body.
+    /// Serialize the meta and open a disk temp file for the body. A temp file that cannot
+    /// be created (e.g. a full disk) is logged and counted, and the object is streamed
+    /// without being stored.
     async fn get_miss_handler(
         &'static self,
         key: &CacheKey,
@@ -622,30 +760,44 @@ impl Storage for TieredStorage {
         let hash = hash_hex(key);
         let (internal, header) = meta.serialize()?;
         let url = String::from_utf8_lossy(key.primary_key()).into_owned();
-        let writer = self
+        let opened = self
             .disk
             .writer(&hash, &url, &internal, &header)
-            .map_err(|e| internal_err("disk cache create", e))?;
-        let fill = self.streaming.then(|| {
-            self.fills.start(
-                &hash,
-                writer.tmp_path().to_path_buf(),
-                writer.body_offset(),
-                internal,
-                header,
-            )
-        });
+            .and_then(|w| {
+                // Fill readers read the temp file through a descriptor of their own.
+                let file = if self.streaming {
+                    Some(File::open(w.tmp_path())?)
+                } else {
+                    None
+                };
+                Ok((w, file))
+            });
+        let (writer, file) = match opened {
+            Ok((w, file)) => (Some(w), file),
+            Err(e) => {
+                tracing::warn!(url = %url, error = %e, "disk cache create failed; streaming the object without caching it");
+                METRICS.cache_write_failures.inc();
+                (None, None)
+            }
+        };
+        let body_offset = writer.as_ref().map_or(0, DiskWriter::body_offset);
+        let fill = self
+            .streaming
+            .then(|| self.fills.start(&hash, file, body_offset, internal, header));
         let tag = fill.as_ref().map_or(0, |f| f.id).to_be_bytes();
+        let listed = fill.is_some();
         Ok(Box::new(TieredMiss {
             storage: self,
             hash,
             url,
             hot: Some(HotMeta::of(meta)),
-            writer: Some(writer),
-            mem_buf: Some(Vec::new()),
+            mem_buf: writer.is_some().then(Vec::new),
+            writer,
             buffered: 0,
             fill,
+            listed,
             tag,
+            received: 0,
         }))
     }
 

@@ -5,7 +5,9 @@
 mod cache;
 mod common;
 mod config;
+mod fill;
 mod hostile;
+mod integrity;
 mod server;
 mod storage;
 mod zerocopy;
