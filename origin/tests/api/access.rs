@@ -530,3 +530,52 @@ fn keys_commands_create_list_and_revoke() {
         assert_eq!(k.role, Role::Admin);
     });
 }
+
+both_backends!(an_operators_inbox_walks_its_office_index, |t| {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let store = komora_origin::media::store::open(&komora_origin::config::StoreLocation::Local(
+        dir.path().to_path_buf(),
+    ))
+    .unwrap();
+    let args = komora_origin::seed::SeedArgs {
+        conversations: 3000,
+        messages: 1,
+        rng_seed: 1,
+    };
+    komora_origin::seed::seed(&t.db, &store, &args)
+        .await
+        .unwrap();
+    let sql = komora_origin::store::inbox::inbox_sql_scoped(false, false, Some(1));
+    let mut conn = t.db.pool.acquire().await.unwrap();
+    let (explain, col) = match t.db.backend {
+        komora_origin::db::Backend::Sqlite => (format!("EXPLAIN QUERY PLAN {sql}"), 3),
+        komora_origin::db::Backend::Postgres => {
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            (format!("EXPLAIN {sql}"), 0)
+        }
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(explain))
+        .bind(1i64)
+        .bind(50i64)
+        .bind(0i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(col)).collect();
+    let plan = lines.join("\n");
+    assert!(plan.contains("conversations_office_inbox"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+    if t.db.backend == komora_origin::db::Backend::Postgres {
+        // The page is the first rows of the index walk, not a sort of the office's rows
+        // (the joins above the 50 rows may sort those).
+        let limit = lines.iter().position(|l| l.contains("Limit")).unwrap();
+        assert!(
+            lines[limit + 1].contains("Index Scan using conversations_office_inbox"),
+            "{plan}"
+        );
+    }
+});
