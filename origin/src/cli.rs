@@ -231,7 +231,12 @@ async fn run(config: Config, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve => {
             let app = crate::app::App::build(config, None).await?;
-            tracing::info!(addr = %app.local_addr()?, "komora-origin listening");
+            let internal = app.internal_addr().transpose()?;
+            tracing::info!(
+                addr = %app.local_addr()?,
+                internal = ?internal,
+                "komora-origin listening (internal: /metrics, /admin/*)"
+            );
             app.run().await?;
             Ok(())
         }

@@ -389,16 +389,17 @@ impl AiFile {
             errors,
         );
         check_range(format!("{key}.history"), self.history, 1, 200, errors);
-        if let Some(reason) = placeholder(&self.api_key) {
+        let api_key = std::env::var("KOMORA_AI_API_KEY")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| Some(self.api_key.clone()).filter(|s| !s.is_empty()));
+        // Checked after the override: a placeholder is as bad from the environment.
+        if let Some(reason) = api_key.as_deref().and_then(placeholder) {
             errors.push(ConfigError::new(format!("{key}.api_key"), reason));
         }
         if errors.len() > before {
             return None;
         }
-        let api_key = std::env::var("KOMORA_AI_API_KEY")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| Some(self.api_key.clone()).filter(|s| !s.is_empty()));
         Some(AiConfig {
             enabled: self.enabled,
             url: self.url.clone(),
@@ -557,9 +558,6 @@ impl PlatformsFile {
                     errors.push(ConfigError::new(format!("{pkey}.webhook_secret"), reason));
                 }
             }
-            if let Some(reason) = placeholder(&p.token) {
-                errors.push(ConfigError::new(format!("{pkey}.token"), reason));
-            }
             check_range(
                 format!("{pkey}.timeout_ms"),
                 p.timeout_ms,
@@ -579,6 +577,10 @@ impl PlatformsFile {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| p.token.clone());
+            // Checked after the override: a placeholder is as bad from the environment.
+            if let Some(reason) = placeholder(&token) {
+                errors.push(ConfigError::new(format!("{pkey}.token"), reason));
+            }
             platforms.insert(
                 name.clone(),
                 PlatformConfig {

@@ -579,3 +579,99 @@ both_backends!(an_operators_inbox_walks_its_office_index, |t| {
         );
     }
 });
+
+#[test]
+fn internal_listen_is_validated() {
+    use komora_origin::config::Config;
+    let keys = |text: &str| -> Vec<String> {
+        Config::parse("<t>", text)
+            .err()
+            .map(|e| e.errors.into_iter().map(|e| e.key).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        keys("[server]\ninternal_listen = \"nope\"\n"),
+        ["server.internal_listen"]
+    );
+    assert_eq!(
+        keys("[server]\nlisten = \"0.0.0.0:8081\"\ninternal_listen = \"0.0.0.0:8081\"\n"),
+        ["server.internal_listen"]
+    );
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.server.internal_listen.to_string(), "127.0.0.1:9181");
+}
+
+/// The real `komora-origin serve`: public and internal listeners from the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binds_the_internal_listener_from_the_config() {
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (public, internal) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("origin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\ninternal_listen = \"127.0.0.1:{internal}\"\n\
+             [database]\nurl = \"sqlite://{0}/o.db\"\n[media]\nstore_url = \"file://{0}/m\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("KOMORA_DATABASE_URL")
+        .env_remove("KOMORA_LISTEN")
+        .env_remove("KOMORA_INTERNAL_LISTEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http
+        .get(format!("http://127.0.0.1:{internal}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        status(format!("http://127.0.0.1:{internal}/metrics")).await,
+        200
+    );
+    assert_eq!(
+        status(format!("http://127.0.0.1:{internal}/admin/queues")).await,
+        401
+    );
+    assert_eq!(
+        status(format!("http://127.0.0.1:{public}/metrics")).await,
+        404
+    );
+    assert_eq!(
+        status(format!("http://127.0.0.1:{public}/admin/queues")).await,
+        404
+    );
+    assert_eq!(
+        status(format!("http://127.0.0.1:{public}/readyz")).await,
+        200
+    );
+}
