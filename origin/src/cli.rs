@@ -130,7 +130,8 @@ async fn keys(config: &Config, cmd: KeysCmd) -> anyhow::Result<()> {
             println!("{token}");
         }
         KeysCmd::List => {
-            println!("id\tname\trole\toffices\tcreated\tlast_used\texpires\trevoked");
+            // The header goes to stderr: stdout is exactly one line per key, for scripts.
+            eprintln!("id\tname\trole\toffices\tcreated\tlast_used\texpires\trevoked");
             for k in api_keys::list(&db).await? {
                 let offices = match k.role {
                     Role::Admin => "all".to_string(),
