@@ -108,7 +108,7 @@ pub fn is_search_syntax_error(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let m = db.message();
-            m.contains("fts5") || m.contains("unterminated string") || m.contains("syntax error")
+            m.contains("fts5") || m.contains("unterminated string")
         }
         _ => false,
     }
