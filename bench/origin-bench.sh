@@ -29,10 +29,11 @@ run_one() {
     export KOMORA_DATABASE_URL=$url
     export KOMORA_MEDIA_STORE_URL="file://$WORK/media-$name"
     export KOMORA_LISTEN="127.0.0.1:$PORT"
+    export KOMORA_INTERNAL_LISTEN="127.0.0.1:0"
     echo "== $name: seeding $CONVERSATIONS × $MESSAGES" >&2
     RUST_LOG=warn,sqlx::query=error "$BIN" seed --conversations "$CONVERSATIONS" --messages "$MESSAGES"
     local token
-    token=$("$BIN" keys create --name bench 2>/dev/null)
+    token=$("$BIN" keys create --name bench --admin 2>/dev/null)
     RUST_LOG=warn "$BIN" serve &
     local pid=$!
     for _ in $(seq 1 100); do

@@ -140,6 +140,12 @@ impl Config {
         }
     }
 
+    /// What is valid but worth telling ops at start and in `--check-config` (e.g. a
+    /// platform whose webhook is disabled because it has no secret).
+    pub fn warnings(&self) -> Vec<String> {
+        self.platforms.warnings()
+    }
+
     /// The built-in defaults (what an empty file gives).
     pub fn defaults() -> Result<Config, ConfigErrors> {
         Config::parse("<defaults>", "")
@@ -155,17 +161,23 @@ fn toml_error(e: toml::de::Error) -> ConfigError {
 
 /// Overrides from the environment, applied over the file (secrets belong here, not in git):
 ///
-/// - `KOMORA_LISTEN` → `server.listen`
+/// - `KOMORA_LISTEN` → `server.listen`, `KOMORA_INTERNAL_LISTEN` → `server.internal_listen`
 /// - `KOMORA_DATABASE_URL` → `database.url`
 /// - `KOMORA_MEDIA_STORE_URL` → `media.store_url`
 /// - `KOMORA_S3_ENDPOINT`, `KOMORA_S3_REGION`, `KOMORA_S3_ACCESS_KEY_ID`,
 ///   `KOMORA_S3_SECRET_ACCESS_KEY` → `media.s3.*`
+/// - `KOMORA_PLATFORM_<NAME>_WEBHOOK_SECRET` → `platforms.<name>.webhook_secret` (for each
+///   platform the file declares; `KOMORA_PLATFORM_<NAME>_TOKEN` and `KOMORA_AI_API_KEY`
+///   are read by `crate::queue::config`)
 ///
 /// Standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 /// `AWS_ENDPOINT`, …) are read by the S3 client itself; `media.s3.*` keys win over them.
 pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
     if let Some(v) = env("KOMORA_LISTEN") {
         raw.server.listen = v;
+    }
+    if let Some(v) = env("KOMORA_INTERNAL_LISTEN") {
+        raw.server.internal_listen = v;
     }
     if let Some(v) = env("KOMORA_DATABASE_URL") {
         raw.database.url = v;
@@ -184,6 +196,12 @@ pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
     }
     if let Some(v) = env("KOMORA_S3_SECRET_ACCESS_KEY") {
         raw.media.s3.secret_access_key = Some(v);
+    }
+    for (name, p) in raw.platforms.platforms.iter_mut() {
+        let var = crate::queue::config::webhook_secret_env(name);
+        if let Some(v) = env(&var).filter(|v| !v.is_empty()) {
+            p.webhook_secret = v;
+        }
     }
 }
 
@@ -214,6 +232,11 @@ pub struct ServerFile {
     /// listens on 8080 in front of it); any `IP:PORT` (port 0 picks a free port).
     /// Env `KOMORA_LISTEN`.
     pub listen: String,
+    /// Address and port of the internal listener: `/metrics` and the admin API
+    /// (`/admin/*`), which the public listener answers 404 for; `/healthz` and `/readyz`
+    /// are on both. Keep it off the public network. Default `"127.0.0.1:9181"`; any
+    /// `IP:PORT` (port 0 picks a free port). Env `KOMORA_INTERNAL_LISTEN`.
+    pub internal_listen: String,
     /// Largest JSON request body, bytes. Default 1048576 (1 MiB); 1024..=67108864.
     /// Media uploads have their own limit, `media.max_upload_bytes`.
     pub json_body_limit_bytes: u64,
@@ -226,16 +249,21 @@ impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
             listen: "127.0.0.1:8081".into(),
+            internal_listen: DEFAULT_INTERNAL_LISTEN.into(),
             json_body_limit_bytes: 1024 * 1024,
             shutdown_grace_ms: 10_000,
         }
     }
 }
 
+/// Default `server.internal_listen`: loopback only.
+pub const DEFAULT_INTERNAL_LISTEN: &str = "127.0.0.1:9181";
+
 /// Validated `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: std::net::SocketAddr,
+    pub internal_listen: std::net::SocketAddr,
     pub json_body_limit: usize,
     pub shutdown_grace: std::time::Duration,
 }
@@ -252,6 +280,24 @@ impl ServerFile {
                 None
             }
         };
+        let internal_listen = match self.internal_listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    format!("{key}.internal_listen"),
+                    format!("{:?} is not IP:PORT: {e}", self.internal_listen),
+                ));
+                None
+            }
+        };
+        if let (Some(l), Some(i)) = (listen, internal_listen) {
+            if l == i && l.port() != 0 {
+                errors.push(ConfigError::new(
+                    format!("{key}.internal_listen"),
+                    format!("{i} is also server.listen: the internal API must not be public"),
+                ));
+            }
+        }
         let limit_ok = check_range(
             &format!("{key}.json_body_limit_bytes"),
             self.json_body_limit_bytes,
@@ -271,6 +317,7 @@ impl ServerFile {
         }
         Some(ServerConfig {
             listen: listen?,
+            internal_listen: internal_listen?,
             json_body_limit: usize::try_from(self.json_body_limit_bytes).ok()?,
             shutdown_grace: std::time::Duration::from_millis(self.shutdown_grace_ms),
         })
@@ -444,6 +491,17 @@ impl MediaFile {
                     "must start with http:// or https://",
                 ));
             }
+        }
+        if let Some(reason) = self
+            .s3
+            .secret_access_key
+            .as_deref()
+            .and_then(crate::queue::config::placeholder)
+        {
+            errors.push(ConfigError::new(
+                format!("{key}.s3.secret_access_key"),
+                reason,
+            ));
         }
         let size_ok = check_range(
             &format!("{key}.max_upload_bytes"),

@@ -83,9 +83,11 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            // No ping before every checkout: it costs a round trip per query (a third of
-            // an inbox request). A dead connection still fails its query and is dropped.
-            .test_before_acquire(false)
+            // PostgreSQL: ping before every checkout, so a connection the server dropped
+            // (restart, pg_terminate_backend) is replaced instead of failing a request; it
+            // costs a round trip per checkout. A connection lost mid-query still fails, and
+            // the API answers 503 (api::error::is_transient). SQLite files do not drop.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -70,6 +70,9 @@ pub struct UpArgs {
     /// Origin HTTP port (the edge's upstream).
     #[arg(long, default_value_t = 8081)]
     pub origin_port: u16,
+    /// Origin internal port (`/metrics`, `/admin/*`), on 127.0.0.1 only.
+    #[arg(long, default_value_t = 9181)]
+    pub origin_internal_port: u16,
     /// Stand-in messaging platform port.
     #[arg(long, default_value_t = 8090)]
     pub platform_port: u16,
@@ -362,6 +365,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let https_port = pick_port(args.https_port)?;
     let admin_port = pick_port(args.edge_admin_port)?;
     let origin_port = pick_port(args.origin_port)?;
+    let origin_internal_port = pick_port(args.origin_internal_port)?;
     let platform_port = pick_port(args.platform_port)?;
 
     let platform_listener = tokio::net::TcpListener::bind(("127.0.0.1", platform_port))
@@ -389,14 +393,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "media.store_url",
         format!("file://{}", data.join("media").display()),
     );
+    set(
+        &mut origin,
+        "server.internal_listen",
+        format!("127.0.0.1:{origin_internal_port}"),
+    );
     set(&mut origin, "queue.worker_in_server", false);
-    let webhook_secret = random_hex(16)?;
+    // Webhook secrets: random per run, handed to the origin in its environment only (never
+    // written to a file).
+    let mut origin_env: Vec<(String, String)> = Vec::new();
     for platform in ["telegram", "whatsapp", "instagram", "facebook", "email"] {
-        set(
-            &mut origin,
-            &format!("platforms.{platform}.webhook_secret"),
-            webhook_secret.clone(),
-        );
+        origin_env.push((
+            format!(
+                "KOMORA_PLATFORM_{}_WEBHOOK_SECRET",
+                platform.to_ascii_uppercase()
+            ),
+            random_hex(32)?,
+        ));
         set(
             &mut origin,
             &format!("platforms.{platform}.base_url"),
@@ -422,7 +435,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let key_out = run_to_end(
         &origin_bin,
-        &cfg(&["keys", "create", "--name", "komora-up"]),
+        &cfg(&["keys", "create", "--name", "komora-up", "--admin"]),
     )?;
     let admin_key = parse_key(&key_out)
         .with_context(|| format!("no key in `keys create` output: {key_out}"))?;
@@ -431,8 +444,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         procs: Vec::new(),
         grace: Duration::from_secs(args.grace_seconds),
     };
-    stack.spawn("origin", &origin_bin, &cfg(&["serve"]), &[], &logs)?;
-    stack.spawn("worker", &origin_bin, &cfg(&["worker"]), &[], &logs)?;
+    let origin_env: Vec<(&str, &str)> = origin_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    stack.spawn("origin", &origin_bin, &cfg(&["serve"]), &origin_env, &logs)?;
+    stack.spawn("worker", &origin_bin, &cfg(&["worker"]), &origin_env, &logs)?;
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(2))
@@ -446,6 +463,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!("komora: origin ready at {origin_url}");
+    println!(
+        "komora: origin internal (/metrics, /admin/*) at http://127.0.0.1:{origin_internal_port}"
+    );
 
     // Edge config: config/edge.toml with this machine's ports, paths and certificate.
     let mut edge = read_table(&root.join("config/edge.toml"))?;

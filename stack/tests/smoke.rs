@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 struct Started {
     edge: String,
+    /// The origin's internal listener (`/metrics`, `/admin/*`), `HOST:PORT`.
+    internal: String,
     platform: String,
     key: String,
     pids: Vec<i32>,
@@ -40,6 +42,7 @@ fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Starte
     let deadline = Instant::now() + timeout;
     let mut s = Started {
         edge: String::new(),
+        internal: String::new(),
         platform: String::new(),
         key: String::new(),
         pids: Vec::new(),
@@ -58,6 +61,10 @@ fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Starte
         if let Some(rest) = line.strip_prefix("komora: edge ready at ") {
             let url = rest.split_whitespace().next().unwrap();
             s.edge = url.trim_start_matches("http://").to_string();
+        } else if let Some(rest) =
+            line.strip_prefix("komora: origin internal (/metrics, /admin/*) at ")
+        {
+            s.internal = rest.trim().trim_start_matches("http://").to_string();
         } else if let Some(rest) = line.strip_prefix("komora: stand-in platform on ") {
             s.platform = rest.trim().trim_start_matches("http://").to_string();
         } else if let Some(rest) = line.strip_prefix("komora: admin key ") {
@@ -132,6 +139,7 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
             "0",
         ])
         .args(["--origin-port", "0", "--platform-port", "0"])
+        .args(["--origin-internal-port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,6 +211,33 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
         conversation_id = first["id"].as_i64();
     }
     let conversation_id = conversation_id.expect("the demo inbox has conversations");
+
+    // Metrics and the queue admin API are on the origin's internal listener only: through
+    // the edge (the public path) the origin answers 404.
+    assert!(!s.internal.is_empty(), "internal listener printed");
+    let r = http
+        .get(format!("http://{}/metrics", s.internal))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("komora_queue_depth"));
+    let r = http
+        .get(format!("http://{}/admin/queues", s.internal))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the printed key is an admin key");
+    for path in ["/metrics", "/admin/queues"] {
+        let r = http
+            .get(format!("http://{}{path}", s.edge))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 200, "{path} must not be public");
+    }
 
     // Post a message; the worker delivers it to the stand-in platform.
     let before: serde_json::Value = http

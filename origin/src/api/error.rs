@@ -51,15 +51,44 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is told to wait before retrying a 503 (`Retry-After`).
+pub const RETRY_AFTER_SECS: &str = "1";
+
+/// Whether `e` is a transient database condition the client should retry: the pool had no
+/// connection in time, SQLite stayed locked past its busy timeout, or the connection to
+/// PostgreSQL was lost (server restarted, backend terminated). Anything else is a bug.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6), with extended codes.
+            let sqlite_busy = matches!(code, "5" | "6" | "261" | "262" | "517" | "773");
+            // PostgreSQL: connection exceptions (08xxx), admin/crash shutdown and
+            // "cannot connect now" (57P01..57P03), serialization/deadlock (40001, 40P01).
+            let pg_lost = code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01");
+            sqlite_busy || pg_lost || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
         // Details go to the log, not to the client.
-        tracing::error!(error = %e, "database error");
-        match e {
-            sqlx::Error::PoolTimedOut => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database busy, retry")
-            }
-            _ => ApiError::internal(),
+        if is_transient(&e) {
+            tracing::warn!(error = %e, "database unavailable; answering 503");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database busy, retry")
+        } else {
+            tracing::error!(error = %e, "database error");
+            ApiError::internal()
         }
     }
 }
@@ -76,6 +105,13 @@ impl IntoResponse for ApiError {
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-store"),
         );
+        // Every 503 here is transient (busy or lost database, full queue): say when to retry.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         resp
     }
 }

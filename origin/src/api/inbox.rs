@@ -1,14 +1,16 @@
 //! `GET /api/inbox?platform=&limit=&cursor=&offset=`: conversations by last activity.
 //! `cursor` (keyset) is the way to page; `offset` (0..=1000000) is kept for jumps and for
-//! the benchmark that shows why.
+//! the benchmark that shows why. An operator key lists only its offices' conversations.
 
 use axum::extract::{RawQuery, State};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::Params;
 use crate::app::AppState;
+use crate::store::api_keys::ApiKey;
 use crate::store::inbox::{self, InboxItem};
 use crate::store::{Cursor, PLATFORMS};
 
@@ -27,6 +29,7 @@ pub struct InboxPage {
 
 pub async fn get_inbox(
     State(state): State<AppState>,
+    Extension(key): Extension<ApiKey>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<InboxPage>, ApiError> {
     let params = Params::parse(raw.as_deref());
@@ -43,7 +46,8 @@ pub async fn get_inbox(
     let limit = params.int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?;
     let cursor = params.cursor("cursor")?;
     let offset = params.int("offset", 0, MAX_OFFSET, 0)?;
-    let conversations = inbox::page(&state.db, platform, cursor, limit, offset).await?;
+    let conversations =
+        inbox::page(&state.db, &key.scope(), platform, cursor, limit, offset).await?;
     let next_cursor = if conversations.len() as i64 == limit {
         conversations.last().map(|c| {
             Cursor {

@@ -1,17 +1,19 @@
 //! Messages of a conversation: list (offset or keyset), send (stored and enqueued in one
-//! transaction), and mark read.
+//! transaction), and mark read. Another office's conversation answers 404 to an operator
+//! key, exactly like a missing one.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::{path_id, Params};
 use crate::app::AppState;
 use crate::queue::{self, NewTask};
+use crate::store::api_keys::ApiKey;
 use crate::store::messages::{self, Message, NewMessage, PageStart};
 use crate::store::Cursor;
 
@@ -31,10 +33,14 @@ pub struct MessagePage {
 
 pub async fn list_messages(
     State(state): State<AppState>,
+    Extension(key): Extension<ApiKey>,
     id: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<MessagePage>, ApiError> {
     let id = path_id(id)?;
+    if !messages::conversation_visible(&state.db, &key.scope(), id).await? {
+        return Err(ApiError::not_found("conversation"));
+    }
     let params = Params::parse(raw.as_deref());
     let limit = params.int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?;
     let offset = params.int("offset", 0, i64::MAX, 0)?;
@@ -107,10 +113,15 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
 
 pub async fn send_message(
     State(state): State<AppState>,
+    Extension(key): Extension<ApiKey>,
     id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<Sent>), ApiError> {
     let id = path_id(id)?;
+    let scope = key.scope();
+    if !messages::conversation_visible(&state.db, &scope, id).await? {
+        return Err(ApiError::not_found("conversation"));
+    }
     let body: SendBody = json_body(&state, body).await?;
     let chars = body.text.chars().count();
     if chars > MAX_TEXT_CHARS {
@@ -131,7 +142,9 @@ pub async fn send_message(
     if body.text.trim().is_empty() && media_ids.is_empty() {
         return Err(ApiError::bad_param("text", "text or media_ids required"));
     }
-    if crate::store::media::count_existing(&state.db, &media_ids).await? != media_ids.len() as i64 {
+    let attachable =
+        crate::store::media::count_attachable(&state.db, &scope, key.id, &media_ids).await?;
+    if attachable != media_ids.len() as i64 {
         return Err(ApiError::bad_param("media_ids", "unknown media id"));
     }
     let mut message = NewMessage::outbound(id, body.text);
@@ -179,9 +192,13 @@ pub struct Marked {
 
 pub async fn mark_read(
     State(state): State<AppState>,
+    Extension(key): Extension<ApiKey>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Marked>, ApiError> {
     let id = path_id(id)?;
+    if !messages::conversation_visible(&state.db, &key.scope(), id).await? {
+        return Err(ApiError::not_found("conversation"));
+    }
     let mut tx = state.db.pool.begin().await?;
     let marked = messages::mark_read(&mut tx, id, crate::db::now_ms())
         .await?

@@ -1,4 +1,6 @@
 //! The JSON API under `/api` (bearer token required, never cached) and the health probes.
+//! An admin key sees every office; an operator key only its offices (`store::api_keys::Scope`,
+//! applied by each handler), and another office's conversation answers 404.
 
 pub mod auth;
 pub mod clients;

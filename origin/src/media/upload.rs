@@ -1,12 +1,15 @@
 //! `POST /api/media`: the body is streamed to a temporary file while it is hashed and
 //! counted (never held in memory), then stored once per sha256 under `media/ab/cd/<sha>`.
 //!
-//! Query: `filename=` (optional original name). Header `Content-Type` gives the type.
+//! Query: `filename=` (optional original name). The stored type is sniffed from the bytes
+//! (`infer`), not taken from the client: `Content-Type` is only a hint, kept when the bytes
+//! cannot contradict it (see [`stored_type`]). `media::serve`'s inline/download choice then
+//! rests on what the bytes are, so HTML or SVG sent as `image/png` is served as a download.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Serialize;
@@ -16,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use crate::api::error::ApiError;
 use crate::api::params::Params;
 use crate::app::AppState;
+use crate::store::api_keys::{ApiKey, Role};
 use crate::store::media;
 
 /// Objects up to this size go up in one request (buffered: at most this much memory);
@@ -25,6 +29,41 @@ const SINGLE_PUT_MAX: u64 = 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Longest accepted original file name, characters.
 const MAX_NAME_CHARS: usize = 255;
+/// How much of the start of an upload the type sniffer sees, bytes.
+const SNIFF_BYTES: usize = 8192;
+/// The type of content that proves nothing about itself.
+const UNKNOWN_TYPE: &str = "application/octet-stream";
+
+/// The type to store for content starting with `head`, declared as `declared`:
+///
+/// - a type the bytes show (magic numbers: images, audio, video, archives, PDF, HTML,
+///   XML, scripts …) wins over the declaration;
+/// - otherwise `text/plain` is kept for UTF-8 text (nothing to sniff in plain text);
+/// - otherwise image, audio, video and text types the bytes do not show are not believed
+///   (they would be shown inline): `application/octet-stream`;
+/// - any other declared type is kept (it is served as a sandboxed download anyway).
+pub fn stored_type(head: &[u8], declared: &str) -> String {
+    if let Some(kind) = infer::get(head) {
+        return kind.mime_type().to_ascii_lowercase();
+    }
+    let family = declared.split('/').next().unwrap_or_default();
+    if declared == "text/plain" {
+        // A multi-byte character may be cut at the end of the sniffed head.
+        let text = match std::str::from_utf8(head) {
+            Ok(_) => true,
+            Err(e) => e.error_len().is_none() && head.len() >= SNIFF_BYTES,
+        };
+        return if text {
+            declared.to_string()
+        } else {
+            UNKNOWN_TYPE.to_string()
+        };
+    }
+    if matches!(family, "image" | "audio" | "video" | "text") {
+        return UNKNOWN_TYPE.to_string();
+    }
+    declared.to_string()
+}
 
 #[derive(Serialize)]
 pub struct Uploaded {
@@ -73,11 +112,12 @@ fn content_type(headers: &HeaderMap) -> String {
                     ok(a) && ok(b)
                 })
         })
-        .unwrap_or_else(|| "application/octet-stream".to_string())
+        .unwrap_or_else(|| UNKNOWN_TYPE.to_string())
 }
 
 pub async fn upload(
     State(state): State<AppState>,
+    Extension(api_key): Extension<ApiKey>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -104,12 +144,13 @@ pub async fn upload(
             return Err(too_large(limit));
         }
     }
-    let ctype = content_type(&headers);
+    let declared = content_type(&headers);
 
     let file = tempfile::tempfile().map_err(io_error)?;
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
@@ -119,11 +160,18 @@ pub async fn upload(
             return Err(too_large(limit));
         }
         hasher.update(&chunk);
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
         file.write_all(&chunk).await.map_err(io_error)?;
     }
     let sha = hex::encode(hasher.finalize());
+    let ctype = stored_type(&head, &declared);
 
     if let Some(row) = media::find_by_sha256(&state.db, &sha).await? {
+        // The uploader holds these bytes: it may attach the existing row.
+        grant(&state, &api_key, row.id).await?;
         return Ok((StatusCode::OK, Json(uploaded(&state, row, false))));
     }
     file.flush().await.map_err(io_error)?;
@@ -154,12 +202,21 @@ pub async fn upload(
     }
     let size = i64::try_from(size).map_err(io_error)?;
     let (row, created) = media::insert(&state.db, &sha, size, &ctype, name.as_deref()).await?;
+    grant(&state, &api_key, row.id).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(uploaded(&state, row, created))))
+}
+
+/// Lets an operator key attach what it uploaded (admin keys may attach anything).
+async fn grant(state: &AppState, key: &ApiKey, media_id: i64) -> Result<(), ApiError> {
+    if key.role == Role::Operator {
+        media::grant(&state.db, key.id, media_id).await?;
+    }
+    Ok(())
 }
 
 fn uploaded(state: &AppState, row: media::MediaRow, created: bool) -> Uploaded {

@@ -1,20 +1,20 @@
 //! `GET /admin/queues`: queue counts as JSON for operators, behind an admin API key.
 //!
-//! The bearer token is checked against `api_keys` by its sha256 hex (the table never holds
-//! a token), and the key must be an unrevoked admin key.
+//! Served on the internal listener only. The bearer token is checked against `api_keys` by
+//! its sha256 hex (the table never holds a token), and the key must be a live admin key.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::store;
 use crate::app::AppState;
 use crate::db::Db;
 
-/// Whether `headers` carry `Authorization: Bearer <token>` of an unrevoked admin key.
+/// Whether `headers` carry `Authorization: Bearer <token>` of a live admin key (the app
+/// also checks this in front of every `/admin/*` route: 403 for an operator key).
 pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error> {
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -25,14 +25,8 @@ pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error>
     else {
         return Ok(false);
     };
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let row = sqlx::query(
-        "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL AND is_admin = TRUE",
-    )
-    .bind(hash)
-    .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.is_some())
+    let key = crate::store::api_keys::authenticate(db, token).await?;
+    Ok(key.is_some_and(|k| k.role == crate::store::api_keys::Role::Admin))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -389,13 +389,17 @@ impl AiFile {
             errors,
         );
         check_range(format!("{key}.history"), self.history, 1, 200, errors);
-        if errors.len() > before {
-            return None;
-        }
         let api_key = std::env::var("KOMORA_AI_API_KEY")
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| Some(self.api_key.clone()).filter(|s| !s.is_empty()));
+        // Checked after the override: a placeholder is as bad from the environment.
+        if let Some(reason) = api_key.as_deref().and_then(placeholder) {
+            errors.push(ConfigError::new(format!("{key}.api_key"), reason));
+        }
+        if errors.len() > before {
+            return None;
+        }
         Some(AiConfig {
             enabled: self.enabled,
             url: self.url.clone(),
@@ -404,6 +408,63 @@ impl AiFile {
             channels: self.channels.clone(),
             history: self.history,
         })
+    }
+}
+
+/// Shortest accepted webhook secret, characters (e.g. `openssl rand -hex 32` gives 64).
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 32;
+
+/// Words that mark a value as a placeholder someone forgot to replace.
+const PLACEHOLDER_WORDS: [&str; 7] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace",
+    "example",
+    "placeholder",
+    "your-secret",
+];
+
+/// Why `value` looks like a placeholder rather than a secret, if it does.
+pub fn placeholder(value: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDER_WORDS
+        .iter()
+        .find(|w| lower.contains(*w))
+        .map(|w| format!("looks like a placeholder (contains {w:?}): set a real random secret"))
+}
+
+/// Why `secret` is not acceptable: a placeholder, or shorter than `min` characters.
+pub fn weak_secret(secret: &str, min: usize) -> Option<String> {
+    placeholder(secret).or_else(|| {
+        let n = secret.chars().count();
+        (n < min).then(|| format!("{n} characters; must be at least {min} (random)"))
+    })
+}
+
+/// The environment variable that overrides `platforms.<name>.webhook_secret`.
+pub fn webhook_secret_env(name: &str) -> String {
+    format!(
+        "KOMORA_PLATFORM_{}_WEBHOOK_SECRET",
+        name.to_ascii_uppercase()
+    )
+}
+
+impl PlatformsConfig {
+    /// One line per platform whose webhook is disabled for want of a secret.
+    pub fn warnings(&self) -> Vec<String> {
+        self.platforms
+            .values()
+            .filter(|p| p.webhook_secret.is_none())
+            .map(|p| {
+                format!(
+                    "platforms.{0}.webhook_secret: not set (env {1}); the webhook is \
+                     disabled: POST /webhooks/{0} answers 404",
+                    p.name,
+                    webhook_secret_env(&p.name)
+                )
+            })
+            .collect()
     }
 }
 
@@ -423,7 +484,10 @@ pub struct PlatformFile {
     /// Bot token. Default empty; env `KOMORA_PLATFORM_<NAME>_TOKEN` overrides.
     pub token: String,
     /// Shared secret of inbound webhooks: sent as `X-Komora-Webhook-Secret`, or used as the
-    /// HMAC-SHA256 key of `X-Komora-Signature: sha256=<hex>`. Required, ≥ 16 characters.
+    /// HMAC-SHA256 key of `X-Komora-Signature: sha256=<hex>`. At least 32 characters, not a
+    /// placeholder (change-me, replace, example …). Default empty: the platform's webhook is
+    /// disabled (404), with a warning at start. Put it in the environment, not the file:
+    /// env `KOMORA_PLATFORM_<NAME>_WEBHOOK_SECRET` overrides.
     pub webhook_secret: String,
     /// Office that new conversations from this platform belong to. Default: the first office.
     pub office_id: Option<i64>,
@@ -452,7 +516,8 @@ pub struct PlatformConfig {
     pub name: String,
     pub base_url: String,
     pub token: String,
-    pub webhook_secret: String,
+    /// `None`: no secret configured, so the webhook is disabled (never open).
+    pub webhook_secret: Option<String>,
     pub office_id: Option<i64>,
     pub timeout: Duration,
     pub media_max_bytes: u64,
@@ -487,11 +552,11 @@ impl PlatformsFile {
                 ));
             }
             check_url(format!("{pkey}.base_url"), &p.base_url, errors);
-            if p.webhook_secret.len() < 16 {
-                errors.push(ConfigError::new(
-                    format!("{pkey}.webhook_secret"),
-                    "must be at least 16 characters",
-                ));
+            let webhook_secret = Some(p.webhook_secret.clone()).filter(|s| !s.is_empty());
+            if let Some(secret) = &webhook_secret {
+                if let Some(reason) = weak_secret(secret, MIN_WEBHOOK_SECRET_CHARS) {
+                    errors.push(ConfigError::new(format!("{pkey}.webhook_secret"), reason));
+                }
             }
             check_range(
                 format!("{pkey}.timeout_ms"),
@@ -512,13 +577,17 @@ impl PlatformsFile {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| p.token.clone());
+            // Checked after the override: a placeholder is as bad from the environment.
+            if let Some(reason) = placeholder(&token) {
+                errors.push(ConfigError::new(format!("{pkey}.token"), reason));
+            }
             platforms.insert(
                 name.clone(),
                 PlatformConfig {
                     name: name.clone(),
                     base_url: p.base_url.trim_end_matches('/').to_string(),
                     token,
-                    webhook_secret: p.webhook_secret.clone(),
+                    webhook_secret,
                     office_id: p.office_id,
                     timeout: Duration::from_millis(p.timeout_ms),
                     media_max_bytes: p.media_max_bytes,

@@ -92,15 +92,20 @@ impl NewTask {
     }
 }
 
-/// Routes the queue adds to the origin's HTTP app (`/webhooks/{platform}`, `/admin/queues`).
-pub fn routes() -> axum::Router<crate::app::AppState> {
+/// Routes the queue adds to the origin's public listener (`/webhooks/{platform}`).
+pub fn public_routes() -> axum::Router<crate::app::AppState> {
     metrics::init();
-    axum::Router::new()
-        .route(
-            "/webhooks/{platform}",
-            axum::routing::post(webhook::receive),
-        )
-        .route("/admin/queues", axum::routing::get(admin::queues))
+    axum::Router::new().route(
+        "/webhooks/{platform}",
+        axum::routing::post(webhook::receive),
+    )
+}
+
+/// Routes the queue adds to the origin's internal listener (`/admin/queues`); the app puts
+/// them behind an admin key.
+pub fn internal_routes() -> axum::Router<crate::app::AppState> {
+    metrics::init();
+    axum::Router::new().route("/admin/queues", axum::routing::get(admin::queues))
 }
 
 /// Starts the worker inside the server process when `[queue] worker_in_server` says so.

@@ -134,7 +134,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Whether the request carries the platform's secret or a valid signature of `body`.
 pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8]) -> bool {
-    let secret = platform.webhook_secret.as_bytes();
+    let Some(secret) = platform.webhook_secret.as_deref().map(str::as_bytes) else {
+        return false;
+    };
     if let Some(given) = headers
         .get("x-komora-webhook-secret")
         .or_else(|| headers.get("x-telegram-bot-api-secret-token"))
@@ -176,6 +178,14 @@ pub async fn receive(
             format!("platform {platform:?} is not configured"),
         );
     };
+    // No secret configured: the webhook is off (never open), as the start-up warning says.
+    if p.webhook_secret.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "webhook_disabled",
+            format!("platform {platform:?} has no webhook_secret; its webhook is disabled"),
+        );
+    }
     if !authenticate(p, &headers, &body) {
         return error(
             StatusCode::UNAUTHORIZED,

@@ -6,7 +6,8 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{now_ms, query, Backend, Db};
+use super::api_keys::Scope;
+use crate::db::{now_ms, query, query_built, Backend, Db};
 
 /// Shortest search string (a trigram index cannot serve fewer characters).
 pub const MIN_QUERY_CHARS: usize = 3;
@@ -35,6 +36,27 @@ pub fn search_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// [`search_sql`] limited to clients with a conversation in one of `offices` office ids
+/// (bound from `$3` on); `None` = every client.
+pub fn search_sql_scoped(backend: Backend, offices: Option<usize>) -> String {
+    let Some(k) = offices else {
+        return search_sql(backend).to_string();
+    };
+    let cond = if k == 0 {
+        "1 = 0".to_string()
+    } else {
+        let list: Vec<String> = (0..k).map(|i| format!("${}", i + 3)).collect();
+        format!("cv.office_id IN ({})", list.join(", "))
+    };
+    let id = match backend {
+        Backend::Sqlite => "c.id",
+        Backend::Postgres => "clients.id",
+    };
+    let scoped =
+        format!(" AND EXISTS (SELECT 1 FROM conversations cv WHERE cv.client_id = {id} AND {cond}) ORDER BY");
+    search_sql(backend).replacen(" ORDER BY", &scoped, 1)
+}
+
 /// The bound search argument for `q` on a backend (an FTS phrase / an ILIKE pattern).
 pub fn search_arg(backend: Backend, q: &str) -> String {
     match backend {
@@ -49,13 +71,25 @@ pub fn search_arg(backend: Backend, q: &str) -> String {
     }
 }
 
-/// Clients whose name, phone or email contains `q` (case-insensitive), by name.
-pub async fn search(db: &Db, q: &str, limit: i64) -> Result<Vec<Client>, sqlx::Error> {
-    let rows = query(search_sql(db.backend))
+/// Clients whose name, phone or email contains `q` (case-insensitive), by name; for an
+/// operator only clients with a conversation in its offices.
+pub async fn search(
+    db: &Db,
+    scope: &Scope,
+    q: &str,
+    limit: i64,
+) -> Result<Vec<Client>, sqlx::Error> {
+    let offices = match scope {
+        Scope::All => None,
+        Scope::Offices(ids) => Some(ids.as_slice()),
+    };
+    let mut query = query_built(search_sql_scoped(db.backend, offices.map(<[i64]>::len)))
         .bind(search_arg(db.backend, q))
-        .bind(limit)
-        .fetch_all(&db.pool)
-        .await?;
+        .bind(limit);
+    for office in offices.unwrap_or_default() {
+        query = query.bind(*office);
+    }
+    let rows = query.fetch_all(&db.pool).await?;
     rows.iter()
         .map(|r| {
             Ok(Client {
@@ -66,6 +100,18 @@ pub async fn search(db: &Db, q: &str, limit: i64) -> Result<Vec<Client>, sqlx::E
             })
         })
         .collect()
+}
+
+/// Whether `e` is the text index refusing the search string (SQLite FTS5 syntax errors,
+/// e.g. "unterminated string"), as opposed to a database failure.
+pub fn is_search_syntax_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let m = db.message();
+            m.contains("fts5") || m.contains("unterminated string")
+        }
+        _ => false,
+    }
 }
 
 /// Creates an office; returns its id.

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::api_keys::Scope;
 use super::Cursor;
 use crate::db::{query_built, Db};
 
@@ -47,6 +48,12 @@ pub struct InboxItem {
 /// never joined. The outer query has no ORDER BY: [`page`] orders the at most `limit`
 /// rows itself rather than have the database sort them again.
 pub fn inbox_sql(platform: bool, cursor: bool) -> String {
+    inbox_sql_scoped(platform, cursor, None)
+}
+
+/// [`inbox_sql`] limited to `offices` office ids (bound after the platform and cursor
+/// arguments, before limit and offset); `None` = every office.
+pub fn inbox_sql_scoped(platform: bool, cursor: bool, offices: Option<usize>) -> String {
     let mut n = 0;
     let mut next = || {
         n += 1;
@@ -59,6 +66,14 @@ pub fn inbox_sql(platform: bool, cursor: bool) -> String {
     if cursor {
         let (a, b) = (next(), next());
         conds.push(format!("(last_activity_at, id) < ({a}, {b})"));
+    }
+    match offices {
+        None => {}
+        Some(0) => conds.push("1 = 0".to_string()),
+        Some(k) => {
+            let list: Vec<String> = (0..k).map(|_| next()).collect();
+            conds.push(format!("office_id IN ({})", list.join(", ")));
+        }
     }
     let filter = if conds.is_empty() {
         String::new()
@@ -82,19 +97,32 @@ pub fn inbox_sql(platform: bool, cursor: bool) -> String {
 /// One page of at most `limit` conversations after `cursor`, skipping `offset` rows
 /// (offset exists for comparison and shallow jumps; deep pages should use the cursor,
 /// whose cost does not grow with depth).
+/// Only conversations `scope` allows are listed.
 pub async fn page(
     db: &Db,
+    scope: &Scope,
     platform: Option<&str>,
     cursor: Option<Cursor>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<InboxItem>, sqlx::Error> {
-    let mut q = query_built(inbox_sql(platform.is_some(), cursor.is_some()));
+    let offices = match scope {
+        Scope::All => None,
+        Scope::Offices(ids) => Some(ids.as_slice()),
+    };
+    let mut q = query_built(inbox_sql_scoped(
+        platform.is_some(),
+        cursor.is_some(),
+        offices.map(<[i64]>::len),
+    ));
     if let Some(p) = platform {
         q = q.bind(p.to_string());
     }
     if let Some(c) = cursor {
         q = q.bind(c.ts).bind(c.id);
+    }
+    for office in offices.unwrap_or_default() {
+        q = q.bind(*office);
     }
     let rows = q.bind(limit).bind(offset).fetch_all(&db.pool).await?;
     let mut items = rows.iter().map(item).collect::<Result<Vec<_>, _>>()?;

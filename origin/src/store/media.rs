@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::api_keys::Scope;
 use crate::db::{now_ms, query, Db};
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +79,54 @@ pub async fn count_existing(db: &Db, ids: &[i64]) -> Result<i64, sqlx::Error> {
         q = q.bind(*id);
     }
     q.fetch_one(&db.pool).await?.try_get(0)
+}
+
+/// How many of `ids` key `key_id` may attach under `scope`: for [`Scope::All`] every
+/// existing one; for an operator, media it uploaded (see [`grant`]) or media already on a
+/// message of one of its offices — never another office's document picked by id.
+pub async fn count_attachable(
+    db: &Db,
+    scope: &Scope,
+    key_id: i64,
+    ids: &[i64],
+) -> Result<i64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let Some((office_cond, offices)) = scope.office_filter("c.office_id", ids.len() + 2) else {
+        return count_existing(db, ids).await;
+    };
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let mut q = crate::db::query_built(format!(
+        "SELECT count(*) FROM media md WHERE md.id IN ({}) AND (\
+         EXISTS (SELECT 1 FROM media_grants g WHERE g.media_id = md.id AND g.api_key_id = $1) \
+         OR EXISTS (SELECT 1 FROM message_media mm JOIN messages m ON m.id = mm.message_id \
+         JOIN conversations c ON c.id = m.conversation_id \
+         WHERE mm.media_id = md.id AND {office_cond}))",
+        placeholders.join(", ")
+    ))
+    .bind(key_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for office in offices {
+        q = q.bind(*office);
+    }
+    q.fetch_one(&db.pool).await?.try_get(0)
+}
+
+/// Records that key `key_id` uploaded media `media_id` (it holds the bytes), so it may
+/// attach it. Idempotent.
+pub async fn grant(db: &Db, key_id: i64, media_id: i64) -> Result<(), sqlx::Error> {
+    query(
+        "INSERT INTO media_grants (api_key_id, media_id) VALUES ($1, $2) \
+         ON CONFLICT (api_key_id, media_id) DO NOTHING",
+    )
+    .bind(key_id)
+    .bind(media_id)
+    .execute(&db.pool)
+    .await
+    .map(|_| ())
 }
 
 fn row(r: &AnyRow) -> Result<MediaRow, sqlx::Error> {

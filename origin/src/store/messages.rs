@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::api_keys::Scope;
 use super::Cursor;
 use crate::db::{query, query_built, Db};
 
@@ -143,6 +144,22 @@ pub async fn conversation_exists(db: &Db, id: i64) -> Result<bool, sqlx::Error> 
         .fetch_optional(&db.pool)
         .await?
         .is_some())
+}
+
+/// Whether conversation `id` exists and `scope` may see it. For [`Scope::All`] this costs
+/// nothing (the caller's own query tells a missing conversation); for an operator it is one
+/// indexed lookup, so another office's conversation looks exactly like a missing one.
+pub async fn conversation_visible(db: &Db, scope: &Scope, id: i64) -> Result<bool, sqlx::Error> {
+    if *scope == Scope::All {
+        return Ok(true);
+    }
+    let office: Option<Option<i64>> = query("SELECT office_id FROM conversations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    Ok(office.is_some_and(|o| scope.allows(o)))
 }
 
 /// A media item as listed with a message.

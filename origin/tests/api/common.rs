@@ -143,6 +143,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The internal listener (`/metrics`, `/admin/*`): `http://127.0.0.1:PORT`.
+    pub internal: String,
     pub client: reqwest::Client,
     /// Bearer token of an admin key created for this app.
     pub admin_key: String,
@@ -201,7 +203,9 @@ pub async fn spawn_app_with(
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = App::from_state(state.clone(), listener);
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_addr = internal.local_addr().unwrap();
+    let app = App::from_state(state.clone(), listener).with_internal_listener(internal);
     let addr = app.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -210,6 +214,7 @@ pub async fn spawn_app_with(
     TestApp {
         addr,
         base: format!("http://{addr}"),
+        internal: format!("http://{internal_addr}"),
         client: reqwest::Client::new(),
         admin_key,
         state,

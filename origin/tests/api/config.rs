@@ -116,7 +116,7 @@ fn keys_create_and_seed_commands_work() {
             .output()
             .unwrap()
     };
-    let out = run(&["keys", "create", "--name", "ops"]);
+    let out = run(&["keys", "create", "--name", "ops", "--admin"]);
     assert!(
         out.status.success(),
         "{}",

@@ -2,12 +2,15 @@
 //! database (a new SQLite file, or a new PostgreSQL database) and real servers on port 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod clients;
 mod common;
 mod config;
 mod db;
+mod errors;
 mod explain;
 mod inbox;
 mod media;
 mod messages;
 mod queue;
+mod secrets;

@@ -105,7 +105,8 @@ both_backends!(messages_list_their_media_with_urls, |t| {
     let app = spawn_app(&t).await;
     let conv = f.conversations[0];
     let up: Value = app
-        .upload(b"hello image".to_vec(), "image/png")
+        // A PNG signature: the stored type is sniffed from the bytes.
+        .upload(b"\x89PNG\r\n\x1a\nhello image".to_vec(), "image/png")
         .await
         .json()
         .await
@@ -137,7 +138,10 @@ both_backends!(messages_list_their_media_with_urls, |t| {
         .await
         .unwrap();
     assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap().as_ref(), b"hello image");
+    assert_eq!(
+        got.bytes().await.unwrap().as_ref(),
+        b"\x89PNG\r\n\x1a\nhello image"
+    );
 });
 
 both_backends!(send_is_atomic_with_the_enqueue, |t| {

@@ -97,7 +97,7 @@ history = 20               # messages of context sent (1..=200)
 [platforms.telegram]
 base_url = "https://api.telegram.org"
 token = ""                 # env KOMORA_PLATFORM_TELEGRAM_TOKEN overrides
-webhook_secret = "change-me-to-16-plus-chars"   # X-Komora-Webhook-Secret / HMAC key
+# webhook_secret: env KOMORA_PLATFORM_TELEGRAM_WEBHOOK_SECRET (unset = webhook disabled)
 # office_id = 1            # office of new conversations (default: the first office)
 timeout_ms = 10000         # (100..=120000)
 media_max_bytes = 20971520 # (1..=2 GiB)

@@ -174,7 +174,7 @@ pub async fn office(db: &Db, tz: &str, autobot: bool, working_hours: &str, days_
     .get(0)
 }
 
-pub const SECRET: &str = "0123456789abcdef-secret";
+pub const SECRET: &str = "0123456789abcdef-0123456789abcdef-secret";
 
 /// Config with the AI and telegram pointed at stand-ins.
 pub fn flow_config(platform_url: &str, rag_url: &str, extra: &str) -> Arc<Config> {
@@ -195,6 +195,26 @@ pub fn worker_with_store(
     let mut ctx = TaskContext::new(db.clone(), config.clone());
     ctx.media = Some(store);
     Worker::new(ctx)
+}
+
+/// The real internal router (`/admin/*`, `/metrics`) on port 0; returns its base URL.
+pub async fn serve_internal(
+    db: &Db,
+    config: &Arc<Config>,
+    store: Arc<dyn object_store::ObjectStore>,
+) -> String {
+    let state = komora_origin::app::AppState {
+        db: db.clone(),
+        config: config.clone(),
+        media: store,
+    };
+    let app = komora_origin::app::internal_router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
 }
 
 /// A running origin app (the real router) on port 0; returns its base URL.
