@@ -11,3 +11,4 @@ mod inbox;
 mod media;
 mod messages;
 mod queue;
+mod signed_media;
