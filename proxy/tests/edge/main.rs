@@ -6,5 +6,6 @@ mod cache;
 mod common;
 mod config;
 mod server;
+mod signed;
 mod storage;
 mod zerocopy;
