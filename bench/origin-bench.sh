@@ -29,6 +29,8 @@ run_one() {
     export KOMORA_DATABASE_URL=$url
     export KOMORA_MEDIA_STORE_URL="file://$WORK/media-$name"
     export KOMORA_LISTEN="127.0.0.1:$PORT"
+    # serve refuses to start without media URL signing keys (media.signed_urls defaults on).
+    export KOMORA_MEDIA_SIGNING_KEYS=${KOMORA_MEDIA_SIGNING_KEYS:-$(openssl rand -hex 32)}
     echo "== $name: seeding $CONVERSATIONS × $MESSAGES" >&2
     RUST_LOG=warn,sqlx::query=error "$BIN" seed --conversations "$CONVERSATIONS" --messages "$MESSAGES"
     local token

@@ -182,6 +182,11 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
     for _ in 0..2 {
         let r = http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        let cc = r.headers()["cache-control"].to_str().unwrap();
+        assert!(
+            cc.starts_with("private, max-age="),
+            "signed media are private: {cc}"
+        );
         statuses.push(
             r.headers()
                 .get("x-cache-status")
