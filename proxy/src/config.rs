@@ -240,7 +240,9 @@ pub struct RawConfig {
     pub upstream: Option<RawUpstream>,
     /// `[cache]`
     pub cache: Option<RawCache>,
-    /// `[[route]]`; default: `/media/` cached with 7 d client max-age, `/` bypass.
+    /// `[[route]]`; default: `/media/` cached with 7 d client max-age, keyed on the path
+    /// alone, not signed (the origin's private answers to signed URLs then pass through
+    /// unstored), `/` bypass.
     pub route: Option<Vec<RawRoute>>,
     /// `[admin]`
     pub admin: Option<RawAdmin>,

@@ -244,6 +244,16 @@ async fn media_query_strings_are_one_entry_and_one_origin_fetch() {
         dir_bytes(&dir.path().join("c")) < 2 * body.len() as u64,
         "one stored copy"
     );
+    // A write to any variant invalidates the one entry they share.
+    let r = client()
+        .post(edge.url("/media/q?cb=9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = get(&edge.url("/media/q?cb=2"), &[]).await;
+    assert_eq!((r.status, r.cache_status()), (200, "MISS"));
+    assert_eq!(origin.requests_for("/media/q?cb=2"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
