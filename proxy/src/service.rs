@@ -1,5 +1,7 @@
 //! The `ProxyHttp` implementation: routes requests to the cache or straight to the origin,
 //! applies [`crate::policy`], tags every response with `X-Cache-Status`, and records metrics.
+//! Routes with `signed_urls` check the URL first ([`crate::signing`]); a route's
+//! `cache_key_query` decides which query parameters are part of the cache key.
 //! `/healthz` is answered by the edge itself (container health checks). Fresh memory-tier
 //! hits without `Range` are written from `request_filter` (`Edge::serve_memory_hit`), the
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
@@ -107,9 +109,8 @@ impl Edge {
             (Some(FreshHit::Memory(e)), _) => e,
             (Some(FreshHit::File(found)), Some(fd)) => {
                 let (hot, file) = &*found;
-                let signed_exp = ctx.signed_exp;
                 return Ok(self
-                    .send_disk_hit(session, ctx, fd, &route, signed_exp, now, hot, file)
+                    .send_disk_hit(session, ctx, fd, &route, now, hot, file)
                     .await);
             }
             _ => return Ok(false),
@@ -180,7 +181,6 @@ impl Edge {
         ctx: &mut EdgeCtx,
         fd: RawFd,
         route: &Route,
-        signed_exp: Option<u64>,
         now: SystemTime,
         hot: &HotMeta,
         file: &BodyFile,
@@ -188,7 +188,7 @@ impl Edge {
         let Some((not_modified, header_only)) = hit_shape(session, hot, file.len()) else {
             return false;
         };
-        let Some(head) = hit_header(hot, route, signed_exp, now, not_modified)
+        let Some(head) = hit_header(hot, route, ctx.signed_exp, now, not_modified)
             .ok()
             .and_then(direct_head)
         else {
