@@ -30,6 +30,8 @@ run_one() {
     export KOMORA_MEDIA_STORE_URL="file://$WORK/media-$name"
     export KOMORA_LISTEN="127.0.0.1:$PORT"
     export KOMORA_INTERNAL_LISTEN="127.0.0.1:0"
+    # serve refuses to start without media URL signing keys (media.signed_urls defaults on).
+    export KOMORA_MEDIA_SIGNING_KEYS=${KOMORA_MEDIA_SIGNING_KEYS:-$(openssl rand -hex 32)}
     echo "== $name: seeding $CONVERSATIONS × $MESSAGES" >&2
     RUST_LOG=warn,sqlx::query=error "$BIN" seed --conversations "$CONVERSATIONS" --messages "$MESSAGES"
     local token

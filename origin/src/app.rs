@@ -36,9 +36,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The public URL of the media with this sha256.
+    /// The URL of the media with this sha256: signed when `media.signed_urls` is on.
     pub fn media_url(&self, sha256: &str) -> String {
-        format!("{}/media/{sha256}", self.config.media.public_base_url)
+        self.media_url_at(sha256, crate::media::signing::unix_now())
+    }
+
+    /// [`AppState::media_url`] as made at `now` (Unix seconds): its `exp` is `now` rounded
+    /// up past one `media.signed_url_window_secs`, so it repeats within a window.
+    pub fn media_url_at(&self, sha256: &str, now: u64) -> String {
+        let url = format!("{}/media/{sha256}", self.config.media.public_base_url);
+        match &self.config.media.access {
+            crate::config::MediaAccess::Signed(signer) => {
+                format!("{url}?{}", signer.query(sha256, now))
+            }
+            crate::config::MediaAccess::Public | crate::config::MediaAccess::NoKeys => url,
+        }
     }
 }
 
@@ -115,6 +127,15 @@ impl App {
     pub async fn build(config: Config, listener: Option<TcpListener>) -> anyhow::Result<App> {
         for w in config.warnings() {
             tracing::warn!("{w}");
+        }
+        if matches!(config.media.access, crate::config::MediaAccess::NoKeys) {
+            anyhow::bail!(
+                "media.signed_urls: true, but {} is not set: set it to one or more \
+                 comma-separated keys of at least {} bytes (the first signs), or set \
+                 media.signed_urls = false to serve media to anyone with the URL",
+                crate::media::signing::KEYS_ENV,
+                crate::media::signing::MIN_KEY_LEN
+            );
         }
         let db = Db::connect(&config.database.url, &config.database.pool).await?;
         let media = crate::media::store::open(&config.media.store)?;

@@ -169,6 +169,7 @@ fn toml_error(e: toml::de::Error) -> ConfigError {
 /// - `KOMORA_PLATFORM_<NAME>_WEBHOOK_SECRET` → `platforms.<name>.webhook_secret` (for each
 ///   platform the file declares; `KOMORA_PLATFORM_<NAME>_TOKEN` and `KOMORA_AI_API_KEY`
 ///   are read by `crate::queue::config`)
+/// - `KOMORA_MEDIA_SIGNING_KEYS` → the media URL signing keys (environment only)
 ///
 /// Standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 /// `AWS_ENDPOINT`, …) are read by the S3 client itself; `media.s3.*` keys win over them.
@@ -202,6 +203,9 @@ pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
         if let Some(v) = env(&var).filter(|v| !v.is_empty()) {
             p.webhook_secret = v;
         }
+    }
+    if let Some(v) = env(crate::media::signing::KEYS_ENV) {
+        raw.media.signing_keys = Some(v);
     }
 }
 
@@ -406,6 +410,21 @@ pub struct MediaFile {
     pub public_base_url: String,
     /// S3 settings, used when `store_url` is `s3://…`.
     pub s3: S3File,
+    /// Media are served only on signed URLs (`/media/<sha256>?exp=…&sig=…`, see
+    /// `crate::media::signing`); unsigned, expired or tampered requests get 403. Default
+    /// `true`; `false` serves media to anyone with the URL (public-media deployments only).
+    /// The keys come from the environment, `KOMORA_MEDIA_SIGNING_KEYS` (comma-separated, at
+    /// least 32 bytes each; the first signs, all verify): `serve` refuses to start when this
+    /// is `true` and the variable is unset, while `--check-config` checks the file only.
+    pub signed_urls: bool,
+    /// Lifetime granularity of signed URLs, seconds: a URL's `exp` is rounded up to a
+    /// multiple of this, so it is valid at least this long and less than twice this, and is
+    /// the same URL (browser-cacheable) for that long. Default 86400 (1 day); 60..=2592000.
+    pub signed_url_window_secs: u64,
+    /// `KOMORA_MEDIA_SIGNING_KEYS` as read by [`apply_env`]; never read from the file (a key
+    /// written there is an unknown-key error).
+    #[serde(skip)]
+    pub signing_keys: Option<String>,
 }
 
 impl Default for MediaFile {
@@ -415,6 +434,9 @@ impl Default for MediaFile {
             max_upload_bytes: 50 * 1024 * 1024,
             public_base_url: String::new(),
             s3: S3File::default(),
+            signed_urls: true,
+            signed_url_window_secs: crate::media::signing::DEFAULT_WINDOW_SECS,
+            signing_keys: None,
         }
     }
 }
@@ -452,6 +474,20 @@ pub struct MediaConfig {
     pub store: StoreLocation,
     pub max_upload_bytes: u64,
     pub public_base_url: String,
+    /// Who may read `/media`.
+    pub access: MediaAccess,
+}
+
+/// Who may read `/media`: from `signed_urls` and the keys in the environment.
+#[derive(Debug, Clone)]
+pub enum MediaAccess {
+    /// Anyone with the URL (`signed_urls = false`).
+    Public,
+    /// Only signed URLs.
+    Signed(crate::media::signing::MediaSigner),
+    /// Signed URLs wanted but no key in the environment: nothing verifies (every `/media`
+    /// request is refused) and `App::build` refuses to start.
+    NoKeys,
 }
 
 impl MediaFile {
@@ -519,13 +555,40 @@ impl MediaFile {
         } else {
             true
         };
-        if !(size_ok && base_ok) {
+        let window_ok = check_range(
+            &format!("{key}.signed_url_window_secs"),
+            self.signed_url_window_secs,
+            60,
+            30 * 86_400,
+            errors,
+        );
+        let access = match (&self.signing_keys, self.signed_urls) {
+            (_, false) => Some(MediaAccess::Public),
+            (None, true) => Some(MediaAccess::NoKeys),
+            (Some(list), true) => match crate::media::signing::parse_keys(list) {
+                Ok(keys) => Some(MediaAccess::Signed(
+                    crate::media::signing::MediaSigner::new(keys, self.signed_url_window_secs),
+                )),
+                Err(reason) => {
+                    errors.push(ConfigError::new(
+                        format!(
+                            "{key}.signed_urls (env {})",
+                            crate::media::signing::KEYS_ENV
+                        ),
+                        reason,
+                    ));
+                    None
+                }
+            },
+        };
+        if !(size_ok && base_ok && window_ok) {
             return None;
         }
         Some(MediaConfig {
             store: store?,
             max_upload_bytes: self.max_upload_bytes,
             public_base_url: self.public_base_url.clone(),
+            access: access?,
         })
     }
 }

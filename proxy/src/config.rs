@@ -201,6 +201,32 @@ pub struct RawRoute {
     /// `Cache-Control: public, max-age=N, immutable` and `Expires: now+N` (nginx `expires`).
     /// Seconds. Default 0 (origin headers pass through), range 0..=31536000.
     pub client_max_age_secs: Option<u64>,
+    /// Which query parameters are part of the cache key: `"all"`, `"none"` (the path alone:
+    /// `?cb=1`, `?cb=2` and every signature are one entry and one origin fetch), or a list of
+    /// parameter names kept (in request order). Default `"none"` for a prefix starting with
+    /// `/media/` (content-addressed: the path is the object), `"all"` otherwise. The origin
+    /// always gets the request's own URL.
+    pub cache_key_query: Option<RawKeyQuery>,
+    /// Require signed URLs (`?exp=<unix s>&sig=<hex HMAC-SHA256(key, "<last path
+    /// segment>.<exp>")>`, as the origin's `media.signed_urls` makes them): anything else gets
+    /// 403 before any cache lookup or origin request; verified responses reach the browser
+    /// as `Cache-Control: private, max-age=<seconds until exp>` instead of the route's
+    /// `client_max_age_secs`, while the edge keeps its own copy for `default_ttl_secs`.
+    /// Boolean, default false. The edge refuses to start when the keys are missing.
+    pub signed_urls: Option<bool>,
+    /// Environment variable with the verifying keys: comma-separated, at least 32 bytes each
+    /// (the origin's `KOMORA_MEDIA_SIGNING_KEYS`). Default `"KOMORA_MEDIA_SIGNING_KEYS"`.
+    pub signing_keys_env: Option<String>,
+}
+
+/// `cache_key_query` as written: `"all"`, `"none"`, or `["name", ...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawKeyQuery {
+    /// `"all"` or `"none"`.
+    Mode(String),
+    /// Parameter names kept in the key.
+    Names(Vec<String>),
 }
 
 /// `[admin]`: purge API and Prometheus metrics.
@@ -224,7 +250,9 @@ pub struct RawConfig {
     pub upstream: Option<RawUpstream>,
     /// `[cache]`
     pub cache: Option<RawCache>,
-    /// `[[route]]`; default: `/media/` cached with 7 d client max-age, `/` bypass.
+    /// `[[route]]`; default: `/media/` cached with 7 d client max-age, keyed on the path
+    /// alone, not signed (the origin's private answers to signed URLs then pass through
+    /// unstored), `/` bypass.
     pub route: Option<Vec<RawRoute>>,
     /// `[admin]`
     pub admin: Option<RawAdmin>,
@@ -315,6 +343,21 @@ pub struct Route {
     pub stale_while_revalidate: Duration,
     /// Client-facing max-age override, `None` when 0.
     pub client_max_age: Option<Duration>,
+    /// Which query parameters are part of the cache key.
+    pub cache_key_query: KeyQuery,
+    /// Signed URLs required: the keys that verify them.
+    pub signed: Option<std::sync::Arc<crate::signing::UrlVerifier>>,
+}
+
+/// Which query parameters are part of a route's cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyQuery {
+    /// The whole query string.
+    All,
+    /// None: the path alone.
+    None,
+    /// Only these parameters, in request order.
+    Keep(Vec<String>),
 }
 
 /// Validated `[admin]`.
@@ -398,6 +441,9 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "stale_if_error_secs",
             "stale_while_revalidate_secs",
             "client_max_age_secs",
+            "cache_key_query",
+            "signed_urls",
+            "signing_keys_env",
         ],
         "admin" => &["listen", "token_env"],
         _ => &[],
@@ -853,6 +899,52 @@ impl RawConfig {
                 0,
             );
             let cma = secs(&mut c, "client_max_age_secs", r.client_max_age_secs, 0);
+            let media = prefix.as_deref().is_some_and(|p| p.starts_with("/media/"));
+            let cache_key_query = match r.cache_key_query {
+                None if media => KeyQuery::None,
+                None => KeyQuery::All,
+                Some(RawKeyQuery::Mode(m)) => match m.as_str() {
+                    "all" => KeyQuery::All,
+                    "none" => KeyQuery::None,
+                    other => {
+                        c.err(
+                            key("cache_key_query"),
+                            format!("must be \"all\", \"none\" or a list of names, got {other:?}"),
+                        );
+                        KeyQuery::All
+                    }
+                },
+                Some(RawKeyQuery::Names(names)) => {
+                    let bad = names
+                        .iter()
+                        .find(|n| n.is_empty() || n.contains(['&', '=', '#']));
+                    if let Some(n) = bad {
+                        c.err(
+                            key("cache_key_query"),
+                            format!("{n:?} is not a query parameter name"),
+                        );
+                    }
+                    KeyQuery::Keep(names)
+                }
+            };
+            let keys_env = r
+                .signing_keys_env
+                .unwrap_or_else(|| crate::signing::DEFAULT_KEYS_ENV.to_string());
+            if keys_env.is_empty() {
+                c.err(key("signing_keys_env"), "must not be empty");
+            }
+            let signed = if r.signed_urls.unwrap_or(false) {
+                let value = std::env::var(&keys_env).ok();
+                match crate::signing::UrlVerifier::from_value(&keys_env, value.as_deref()) {
+                    Ok(v) => Some(std::sync::Arc::new(v)),
+                    Err(e) => {
+                        c.err(key("signed_urls"), e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let Some(prefix) = prefix else { continue };
             routes.push(Route {
                 prefix,
@@ -861,6 +953,8 @@ impl RawConfig {
                 stale_if_error,
                 stale_while_revalidate,
                 client_max_age: (!cma.is_zero()).then_some(cma),
+                cache_key_query,
+                signed,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -904,6 +998,22 @@ impl EdgeConfig {
         };
         raw.apply(overrides);
         raw.validate(&source)
+    }
+
+    /// One line per signed route whose keys are missing from the environment: the edge
+    /// refuses to serve them (nothing would verify), `--check-config` warns.
+    pub fn missing_signing_keys(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let v = r.signed.as_ref().filter(|v| !v.has_keys())?;
+                Some(format!(
+                    "route {:?}: signed_urls = true, but {} is unset or empty \
+                     (set it to the origin's KOMORA_MEDIA_SIGNING_KEYS)",
+                    r.prefix, v.env
+                ))
+            })
+            .collect()
     }
 
     /// The route for a request path: longest matching prefix, `None` when nothing matches.

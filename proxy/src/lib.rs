@@ -9,6 +9,7 @@
 //! - [`direct`]: memory hits written straight to plain HTTP/1.1 sockets (sendfile for large bodies).
 //! - [`lock`]: the cache lock that collapses concurrent misses.
 //! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
+//! - [`signing`]: signed media URLs checked before the cache.
 //!
 //! `main.rs` only parses flags; tests drive the `komora-edge` binary end to end.
 
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod service;
+pub mod signing;
 pub mod storage;

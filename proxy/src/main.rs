@@ -48,7 +48,14 @@ fn main() -> ExitCode {
     };
     if let Some(path) = args.check_config {
         return match EdgeConfig::load(Some(&path), &Overrides::default()) {
-            Ok(_) => {
+            Ok(c) => {
+                // Keys live in the environment of the running edge, not in the file.
+                for m in c.missing_signing_keys() {
+                    eprintln!(
+                        "{}: warning: {m}; the edge will refuse to start",
+                        path.display()
+                    );
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
@@ -65,6 +72,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let missing = config.missing_signing_keys();
+    if !missing.is_empty() {
+        for m in missing {
+            eprintln!("komora-edge: {m}");
+        }
+        return ExitCode::from(2);
+    }
     match komora_proxy::server::build(config) {
         Ok(server) => server.run_forever(),
         Err(e) => {

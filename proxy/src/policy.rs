@@ -300,6 +300,8 @@ mod tests {
             stale_if_error: Duration::from_secs(10),
             stale_while_revalidate: Duration::ZERO,
             client_max_age: None,
+            cache_key_query: crate::config::KeyQuery::All,
+            signed: None,
         }
     }
 

@@ -1,18 +1,22 @@
 //! The `ProxyHttp` implementation: routes requests to the cache or straight to the origin,
 //! applies [`crate::policy`], tags every response with `X-Cache-Status`, and records metrics.
+//! Routes with `signed_urls` check the URL first ([`crate::signing`]); a route's
+//! `cache_key_query` decides which query parameters are part of the cache key.
 //! `/healthz` is answered by the edge itself (container health checks). Fresh memory-tier
 //! hits without `Range` are written from `request_filter` (`Edge::serve_memory_hit`), the
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
-use crate::config::{EdgeConfig, Route, RouteMode};
+use crate::config::{EdgeConfig, KeyQuery, Route, RouteMode};
 use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
+use crate::signing;
 use crate::storage::memory::HotMeta;
 use crate::storage::{cache_key, FreshHit, TieredStorage};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
+use pingora::cache::cache_control::CacheControl;
 use pingora::cache::key::CacheKey;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::storage::{PurgeTarget, PurgeType};
@@ -25,6 +29,7 @@ use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora::protocols::http::date::get_cached_date;
 use pingora::proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -197,9 +202,10 @@ impl Edge {
         }
         let fd = direct::downstream_fd(session);
         // Disk objects only where they can be sent from their file (a direct connection).
+        let key = cache_key_url(Some(&route), path_and_query(session));
         let found = self
             .storage
-            .fresh_hit(path_and_query(session), SystemTime::now(), fd.is_some())
+            .fresh_hit(&key, SystemTime::now(), fd.is_some())
             .await;
         // A disk lookup may have run on the blocking pool: Age and Date follow the clock now.
         let now = SystemTime::now();
@@ -225,9 +231,16 @@ impl Edge {
             } else {
                 HeadKind::Ok
             };
-            let Some(head) = entry.heads.get(kind, now, || {
-                direct_head(hit_header(&entry.hot, &route, now, not_modified).ok()?)
-            }) else {
+            let head = match ctx.signed_exp {
+                // Cache-Control depends on this URL's expiry: built for this request.
+                Some(exp) => hit_header(&entry.hot, &route, Some(exp), now, not_modified)
+                    .ok()
+                    .and_then(direct_head),
+                None => entry.heads.get(kind, now, || {
+                    direct_head(hit_header(&entry.hot, &route, None, now, not_modified).ok()?)
+                }),
+            };
+            let Some(head) = head else {
                 // Not expected for a stored 200; nothing is written, pingora's path decides.
                 return Ok(false);
             };
@@ -244,7 +257,7 @@ impl Edge {
         }
 
         ctx.status = "HIT";
-        let header = hit_header(&entry.hot, &route, now, not_modified)?;
+        let header = hit_header(&entry.hot, &route, ctx.signed_exp, now, not_modified)?;
         session
             .write_response_header(header, header_only)
             .await
@@ -279,7 +292,7 @@ impl Edge {
         let Some((not_modified, header_only)) = hit_shape(session, hot, file.len()) else {
             return false;
         };
-        let Some(head) = hit_header(hot, route, now, not_modified)
+        let Some(head) = hit_header(hot, route, ctx.signed_exp, now, not_modified)
             .ok()
             .and_then(direct_head)
         else {
@@ -318,10 +331,11 @@ fn hit_shape(session: &Session, hot: &HotMeta, body_len: u64) -> Option<(bool, b
 
 /// The response header of a cache hit, as pingora's cache hit path builds it: the stored
 /// header with `Age`, HTTP/1.1, `Accept-Ranges` (or the 304 form), `X-Cache-Status: HIT` and
-/// the route's client max-age.
+/// the client freshness ([`client_freshness`]).
 fn hit_header(
     hot: &HotMeta,
     route: &Route,
+    signed_exp: Option<u64>,
     now: SystemTime,
     not_modified: bool,
 ) -> Result<Box<ResponseHeader>> {
@@ -334,10 +348,49 @@ fn hit_header(
         header.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
     }
     header.insert_header("x-cache-status", "HIT")?;
-    if let Some(max_age) = route.client_max_age {
-        policy::apply_client_max_age(&mut header, max_age)?;
-    }
+    client_freshness(&mut header, route, signed_exp)?;
     Ok(header)
+}
+
+/// What the browser is told about freshness: a verified signed URL is private until it
+/// expires (whatever the route's public max-age says); otherwise the route's client max-age.
+fn client_freshness(
+    resp: &mut ResponseHeader,
+    route: &Route,
+    signed_exp: Option<u64>,
+) -> Result<()> {
+    match (signed_exp, route.client_max_age) {
+        (Some(exp), _) => signing::apply_private_until(resp, exp, signing::unix_now()),
+        (None, Some(max_age)) => policy::apply_client_max_age(resp, max_age),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The URL a request is cached under: its path plus the query parameters the route keeps
+/// (`cache_key_query`). Purges name the same form.
+pub fn cache_key_url<'a>(route: Option<&Route>, path_and_query: &'a str) -> Cow<'a, str> {
+    let keep = route.map_or(&KeyQuery::All, |r| &r.cache_key_query);
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return Cow::Borrowed(path_and_query);
+    };
+    match keep {
+        KeyQuery::All => Cow::Borrowed(path_and_query),
+        KeyQuery::None => Cow::Borrowed(path),
+        KeyQuery::Keep(names) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    names.iter().any(|k| k == name)
+                })
+                .collect();
+            if kept.is_empty() {
+                Cow::Borrowed(path)
+            } else {
+                Cow::Owned(format!("{path}?{}", kept.join("&")))
+            }
+        }
+    }
 }
 
 /// `header` serialized for a direct write, with the `Date` and `Connection` headers
@@ -397,6 +450,8 @@ pub struct EdgeCtx {
     invalidate: bool,
     /// The origin peer this request was sent to.
     backend: Option<Backend>,
+    /// `exp` of a verified signed URL (routes with `signed_urls`).
+    signed_exp: Option<u64>,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -446,6 +501,16 @@ impl ProxyHttp for Edge {
         if self.denied(session.req_header().uri.path()) {
             respond_empty(session, 404).await?;
             return Ok(true);
+        }
+        if let Some(verifier) = ctx.route.as_ref().and_then(|r| r.signed.as_ref()) {
+            let uri = &session.req_header().uri;
+            match verifier.verify(uri.path(), uri.query(), signing::unix_now()) {
+                Ok(exp) => ctx.signed_exp = Some(exp),
+                Err(why) => {
+                    signing::write_denied(session, why).await?;
+                    return Ok(true);
+                }
+            }
         }
         if self.serve_memory_hit(session, ctx).await? {
             return Ok(true);
@@ -512,8 +577,11 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, _ctx: &mut EdgeCtx) -> Result<CacheKey> {
-        Ok(cache_key(path_and_query(session)))
+    fn cache_key_callback(&self, session: &Session, ctx: &mut EdgeCtx) -> Result<CacheKey> {
+        Ok(cache_key(&cache_key_url(
+            ctx.route.as_deref(),
+            path_and_query(session),
+        )))
     }
 
     fn response_cache_filter(
@@ -527,6 +595,24 @@ impl ProxyHttp for Edge {
                 pingora::cache::NoCacheReason::NeverEnabled,
             ));
         };
+        if route.signed.is_some() {
+            // The origin marks signed media private (no shared cache may hand them to whoever
+            // has the URL after it expires); the edge verifies every request itself, so it
+            // keeps its own copy for the route's default TTL. no-store is still obeyed.
+            let no_store = CacheControl::from_resp_headers(resp).is_some_and(|c| c.no_store());
+            if !no_store {
+                let mut own = resp.clone();
+                own.insert_header(
+                    http::header::CACHE_CONTROL,
+                    format!("public, max-age={}, immutable", route.default_ttl.as_secs()),
+                )?;
+                return Ok(policy::response_cacheable(
+                    route,
+                    session.req_header(),
+                    &own,
+                ));
+            }
+        }
         Ok(policy::response_cacheable(
             route,
             session.req_header(),
@@ -632,8 +718,8 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
         resp.insert_header("x-cache-status", ctx.status)?;
-        if let Some(max_age) = ctx.route.as_ref().and_then(|r| r.client_max_age) {
-            policy::apply_client_max_age(resp, max_age)?;
+        if let Some(route) = ctx.route.as_ref() {
+            client_freshness(resp, route, ctx.signed_exp)?;
         }
         Ok(())
     }

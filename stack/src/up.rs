@@ -310,6 +310,9 @@ fn run_to_end(bin: &Path, args: &[String]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Where the origin and the edge read their media URL signing keys.
+const MEDIA_KEYS_ENV: &str = "KOMORA_MEDIA_SIGNING_KEYS";
+
 /// `n` random bytes from the kernel, hex encoded: the edge's admin token for this run.
 fn random_hex(n: usize) -> anyhow::Result<String> {
     use std::io::Read;
@@ -444,10 +447,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         procs: Vec::new(),
         grace: Duration::from_secs(args.grace_seconds),
     };
-    let origin_env: Vec<(&str, &str)> = origin_env
+    // Media URL signing keys for this run, shared by the origin (signs, verifies) and the
+    // edge (verifies): the caller's KOMORA_MEDIA_SIGNING_KEYS if set, else a fresh key.
+    let media_keys = match std::env::var(MEDIA_KEYS_ENV) {
+        Ok(k) if !k.trim().is_empty() => k,
+        _ => random_hex(32)?,
+    };
+    let media_env = [(MEDIA_KEYS_ENV, media_keys.as_str())];
+    let mut origin_env: Vec<(&str, &str)> = origin_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    origin_env.push(media_env[0]);
     stack.spawn("origin", &origin_bin, &cfg(&["serve"]), &origin_env, &logs)?;
     stack.spawn("worker", &origin_bin, &cfg(&["worker"]), &origin_env, &logs)?;
     let client = reqwest::Client::builder()
@@ -514,7 +525,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "edge",
         &edge_bin,
         &["--config".to_string(), edge_cfg.display().to_string()],
-        &[("KOMORA_ADMIN_TOKEN", &edge_token)],
+        &[("KOMORA_ADMIN_TOKEN", &edge_token), media_env[0]],
         &logs,
     )?;
     let edge_url = format!("http://127.0.0.1:{http_port}");

@@ -172,11 +172,29 @@ async fn komora_up_serves_media_inbox_and_delivers_then_stops_on_sigint() {
         .await
         .unwrap();
     assert!(up.status().is_success(), "upload: {}", up.status());
-    let url = format!("http://{}/media/{sha}", s.edge);
+    // Media are served on the signed URL the API hands out; the bare path is refused.
+    let up: serde_json::Value = up.json().await.unwrap();
+    let signed = up["url"].as_str().unwrap();
+    assert!(
+        signed.starts_with(&format!("/media/{sha}?exp=")),
+        "{signed}"
+    );
+    let bare = http
+        .get(format!("http://{}/media/{sha}", s.edge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    let url = format!("http://{}{signed}", s.edge);
     let mut statuses = Vec::new();
     for _ in 0..2 {
         let r = http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        let cc = r.headers()["cache-control"].to_str().unwrap();
+        assert!(
+            cc.starts_with("private, max-age="),
+            "signed media are private: {cc}"
+        );
         statuses.push(
             r.headers()
                 .get("x-cache-status")

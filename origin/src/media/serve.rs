@@ -1,12 +1,16 @@
 //! `GET|HEAD /media/{sha256}`: streams stored media from the object store.
 //!
-//! Content is immutable (the URL is its hash), so responses are cacheable for a week by
-//! anyone and revalidate with `If-None-Match`. One `Range` is honoured (206/416). Types a
-//! browser would execute or render as a page are forced to download in a sandbox.
+//! With `media.signed_urls` (the default) a request needs a valid `exp` and `sig`
+//! (`crate::media::signing`), checked before the object is looked up; otherwise 403. Content
+//! is immutable (the URL is its hash): public media are cacheable for a week by anyone,
+//! signed media privately until the URL expires. Both revalidate with `If-None-Match`, or
+//! `If-Modified-Since` when there is none (RFC 9110 §13.1.3). One `Range` is honoured
+//! (206/416). Types a browser would execute or render as a page are forced to download in a
+//! sandbox.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -14,6 +18,8 @@ use object_store::{GetOptions, GetRange};
 
 use crate::api::error::ApiError;
 use crate::app::AppState;
+use crate::config::MediaAccess;
+use crate::media::signing::{self, Denied};
 use crate::store::media::{self, MediaRow};
 
 /// Types safe to show inline: they cannot run script or render as a document.
@@ -49,8 +55,19 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
-/// Parses `bytes=a-b`, `bytes=a-`, `bytes=-n`. Multi-range and malformed headers are
-/// ignored (RFC 9110 allows answering them with the full content).
+/// A byte position of a range: digits only; a number past `u64` saturates (it is past the
+/// end of any object, not malformed).
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// Parses `bytes=a-b`, `bytes=a-`, `bytes=-n` (RFC 9110 §14.1.2). Multi-range, malformed and
+/// invalid (`last < first`) headers are ignored: the full content (§14.2 allows it). A first
+/// position at or past the end, however large, and an empty suffix (`-0`) cannot be
+/// satisfied: 416.
 pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let Some(h) = header else {
         return RangeRequest::Full;
@@ -67,7 +84,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
         // Suffix: the last n bytes.
-        let Ok(n) = b.parse::<u64>() else {
+        let Some(n) = position(b) else {
             return RangeRequest::Full;
         };
         if n == 0 || size == 0 {
@@ -79,14 +96,14 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
             end: size - 1,
         };
     }
-    let Ok(start) = a.parse::<u64>() else {
+    let Some(start) = position(a) else {
         return RangeRequest::Full;
     };
     let end = if b.is_empty() {
         None
     } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => Some(e),
+        match position(b) {
+            Some(e) if e >= start => Some(e),
             _ => return RangeRequest::Full,
         }
     };
@@ -97,6 +114,27 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
         start,
         end: end.unwrap_or(size - 1).min(size - 1),
     }
+}
+
+/// Whether the object, last modified at `created_ms`, is "not modified" for this request:
+/// `If-None-Match` matches our strong ETag or, only when there is no `If-None-Match`
+/// (RFC 9110 §13.1.3: it takes precedence), `If-Modified-Since` is a valid date no earlier
+/// than `Last-Modified` (whole seconds, as sent).
+fn not_modified(headers: &HeaderMap, etag: &str, created_ms: i64) -> bool {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return none_match(headers, etag);
+    }
+    let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u64::try_from(created_ms.div_euclid(1000)).unwrap_or(0) <= since
 }
 
 /// Whether `If-None-Match` matches our strong ETag.
@@ -123,14 +161,10 @@ fn set(resp: &mut Response, name: header::HeaderName, value: &str) {
     }
 }
 
-/// Headers every non-error media response carries.
-fn common_headers(resp: &mut Response, row: &MediaRow, etag: &str) {
+/// Headers every non-error media response carries; `cache_control` from [`check_access`].
+fn common_headers(resp: &mut Response, row: &MediaRow, etag: &str, cache_control: &str) {
     set(resp, header::ETAG, etag);
-    set(
-        resp,
-        header::CACHE_CONTROL,
-        "public, max-age=604800, immutable",
-    );
+    set(resp, header::CACHE_CONTROL, cache_control);
     set(resp, header::LAST_MODIFIED, &http_date(row.created_at));
     set(resp, header::ACCEPT_RANGES, "bytes");
     set(resp, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
@@ -141,24 +175,68 @@ fn common_headers(resp: &mut Response, row: &MediaRow, etag: &str) {
     }
 }
 
+/// The first value of `name` in a query string.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether this request may read `sha` at `now`, and the `Cache-Control` its answer gets:
+/// public media for a week, signed media privately until the URL expires (a shared cache
+/// must not hand it to whoever has the URL after that; the edge keeps its own copy).
+fn check_access(
+    access: &MediaAccess,
+    sha: &str,
+    query: Option<&str>,
+    now: u64,
+) -> Result<String, ApiError> {
+    let signer = match access {
+        MediaAccess::Public => return Ok("public, max-age=604800, immutable".into()),
+        MediaAccess::Signed(signer) => signer,
+        // Nothing can verify: refuse rather than serve unsigned.
+        MediaAccess::NoKeys => return Err(forbidden(Denied::BadSignature)),
+    };
+    let exp = query_param(query, "exp");
+    let sig = query_param(query, "sig");
+    signer
+        .verify(sha, exp.as_deref(), sig.as_deref(), now)
+        .map_err(forbidden)?;
+    // verify succeeded, so exp parses and is in the future.
+    let exp = exp.and_then(|e| e.parse::<u64>().ok()).unwrap_or(now);
+    Ok(format!("private, max-age={}", exp.saturating_sub(now)))
+}
+
+fn forbidden(why: Denied) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, why.message())
+}
+
 pub async fn serve(
     State(state): State<AppState>,
     method: Method,
     id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bad = || ApiError::bad_param("sha256", "media id must be 64 hex digits (sha256)");
     let Path(raw) = id.map_err(|_| bad())?;
     let sha = parse_sha256(&raw).ok_or_else(bad)?;
+    // Before the lookup: an unsigned request learns nothing, not even whether it exists.
+    let cache_control = check_access(
+        &state.config.media.access,
+        &sha,
+        query.as_deref(),
+        signing::unix_now(),
+    )?;
     let row = media::find_by_sha256(&state.db, &sha)
         .await?
         .ok_or_else(|| ApiError::not_found("media"))?;
     let etag = format!("\"{}\"", row.sha256);
     let size = u64::try_from(row.size).unwrap_or(0);
 
-    if none_match(&headers, &etag) {
+    if not_modified(&headers, &etag, row.created_at) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
-        common_headers(&mut resp, &row, &etag);
+        common_headers(&mut resp, &row, &etag, &cache_control);
         resp.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(resp);
     }
@@ -206,7 +284,7 @@ pub async fn serve(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    common_headers(&mut resp, &row, &etag);
+    common_headers(&mut resp, &row, &etag, &cache_control);
     set(&mut resp, header::CONTENT_LENGTH, &length.to_string());
     if let Some((start, end)) = range {
         set(

@@ -166,6 +166,8 @@ pub fn test_config(
     edit: impl FnOnce(&mut komora_origin::config::ConfigFile),
 ) -> komora_origin::config::Config {
     let mut raw = komora_origin::config::ConfigFile::default();
+    // Public media unless a test turns signing on (signed_media.rs does, with its own keys).
+    raw.media.signed_urls = false;
     edit(&mut raw);
     let mut errors = Vec::new();
     raw.validate(&mut errors)

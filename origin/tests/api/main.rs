@@ -14,3 +14,4 @@ mod media;
 mod messages;
 mod queue;
 mod secrets;
+mod signed_media;

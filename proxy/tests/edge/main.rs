@@ -9,5 +9,6 @@ mod fill;
 mod hostile;
 mod integrity;
 mod server;
+mod signed;
 mod storage;
 mod zerocopy;
