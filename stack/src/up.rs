@@ -402,6 +402,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             &format!("platforms.{platform}.base_url"),
             format!("http://{platform_addr}/{platform}"),
         );
+        // The stand-in is on loopback, which the worker's SSRF guard refuses unless named.
+        set(
+            &mut origin,
+            &format!("platforms.{platform}.allowed_hosts"),
+            vec![platform_addr.to_string()],
+        );
     }
     let origin_cfg = run_dir.join("origin.toml");
     write_table(&origin_cfg, &origin)?;

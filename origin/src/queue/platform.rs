@@ -29,8 +29,12 @@ pub fn classify(status: reqwest::StatusCode, body: &str, what: &str) -> TaskErro
     }
 }
 
-/// A transport error (timeout, refused connection) is always retried.
+/// A transport error (timeout, refused connection) is retried; a fetch the SSRF guard
+/// refused (the host resolves to a forbidden address, a redirect went to one) is permanent.
 pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
+    if let Some(r) = super::fetch::refused_in(e) {
+        return refused(&r, what);
+    }
     if e.is_timeout() {
         TaskError::Retry(format!("{what} timed out: {e}"))
     } else {
@@ -38,23 +42,40 @@ pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
     }
 }
 
+/// A fetch the SSRF guard refused, as a permanent task error.
+pub fn refused(r: &super::fetch::Refused, what: &str) -> TaskError {
+    TaskError::Permanent(format!("{what} {r}"))
+}
+
+/// The SSRF-safe client for `allowed` (failing to build one is transient).
+pub fn client(
+    http: &super::fetch::SafeHttp,
+    allowed: &[super::fetch::AllowedHost],
+) -> Result<super::fetch::SafeClient, TaskError> {
+    http.client(allowed)
+        .map_err(|e| TaskError::Retry(format!("HTTP client: {e}")))
+}
+
 /// Sends `text` to chat `chat_id`; returns the platform's message id when it gives one.
 pub async fn send_text(
-    http: &reqwest::Client,
+    http: &super::fetch::SafeHttp,
     platform: &PlatformConfig,
     chat_id: &str,
     text: &str,
     message_id: i64,
 ) -> Result<Option<String>, TaskError> {
     let what = format!("platform {}", platform.name);
+    let http = client(http, &platform.allowed_hosts)?;
     let req = if platform.name == "telegram" {
-        http.post(format!(
+        http.post(&format!(
             "{}/bot{}/sendMessage",
             platform.base_url, platform.token
         ))
+        .map_err(|r| refused(&r, &what))?
         .json(&json!({ "chat_id": chat_id, "text": text }))
     } else {
-        http.post(format!("{}/messages", platform.base_url))
+        http.post(&format!("{}/messages", platform.base_url))
+            .map_err(|r| refused(&r, &what))?
             .bearer_auth(&platform.token)
             .json(&json!({ "chat_id": chat_id, "text": text }))
     };

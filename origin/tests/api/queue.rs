@@ -6,4 +6,5 @@ mod core;
 mod flow;
 mod ops;
 mod process;
+mod ssrf;
 mod support;

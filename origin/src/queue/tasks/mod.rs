@@ -15,8 +15,9 @@ use crate::db::Db;
 pub struct TaskContext {
     pub db: Db,
     pub config: Arc<Config>,
-    /// Shared HTTP client (platform APIs, the RAG API, media downloads).
-    pub http: reqwest::Client,
+    /// SSRF-safe HTTP clients (platform APIs, the RAG API, media downloads), one per
+    /// allowed-hosts list.
+    pub http: super::fetch::SafeHttp,
     /// Where downloaded media is stored; `None` fails media tasks (retryable) until set.
     pub media: Option<Arc<dyn object_store::ObjectStore>>,
 }
@@ -26,7 +27,7 @@ impl TaskContext {
         TaskContext {
             db,
             config,
-            http: reqwest::Client::new(),
+            http: super::fetch::SafeHttp::default(),
             media: None,
         }
     }

@@ -338,8 +338,9 @@ both_backends!(platform_timeout_is_retried, |t| {
     .await;
     let cfg = config(&format!(
         "[platforms.telegram]\nbase_url = \"{}\"\ntoken = \"T\"\nwebhook_secret = \"{SECRET}\"\n\
-         timeout_ms = 100\n",
-        slow.base_url
+         timeout_ms = 100\nallowed_hosts = [\"{}\"]\n",
+        slow.base_url,
+        host_port(&slow.base_url)
     ));
     let id = outbound_message(&t.db).await;
     enqueue(&t.db, &cfg, NewTask::send_message(id), T0).await;

@@ -60,10 +60,11 @@ both_backends!(sigkilled_worker_task_completed_by_another, |t| {
         "[database]\nurl = \"{}\"\n[media]\nstore_url = \"file://{}/media\"\n\
          [queue]\nlease_ms = 1000\nheartbeat_ms = 200\npoll_ms = 20\nsweep_ms = 200\n\
          [platforms.telegram]\nbase_url = \"{}\"\ntoken = \"T\"\nwebhook_secret = \"{SECRET}\"\n\
-         timeout_ms = 60000\n",
+         timeout_ms = 60000\nallowed_hosts = [\"{}\"]\n",
         t.url,
         dir.path().display(),
-        platform.base_url
+        platform.base_url,
+        host_port(&platform.base_url)
     );
     let config_path = dir.path().join("origin.toml");
     std::fs::write(&config_path, &config_text).unwrap();
