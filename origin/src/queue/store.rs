@@ -211,21 +211,38 @@ pub async fn release(db: &Db, worker_id: &str, id: i64) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Renews the lease of every task `worker_id` runs. Returns how many it still holds.
+/// Renews the leases of `ids`, the tasks `worker_id` has in flight. Only those: a task the
+/// worker gave up on (its outcome could not be written) must see its lease expire so the
+/// sweep hands it on, however long the worker lives. Returns how many it still holds.
 pub async fn heartbeat(
     db: &Db,
     worker_id: &str,
+    ids: &[i64],
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE tasks SET lease_until = $1 WHERE worker_id = $2 AND state = 'running'")
+    let mut held = 0;
+    for chunk in ids.chunks(HEARTBEAT_CHUNK) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+        // Only placeholders are formatted in; every value is bound.
+        let sql = format!(
+            "UPDATE tasks SET lease_until = $1 WHERE worker_id = $2 AND state = 'running' \
+             AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now_ms.saturating_add(lease_ms))
-            .bind(worker_id)
-            .execute(&db.pool)
-            .await?;
-    Ok(r.rows_affected())
+            .bind(worker_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        held += q.execute(&db.pool).await?.rows_affected();
+    }
+    Ok(held)
 }
+
+/// Most task ids one heartbeat statement binds.
+const HEARTBEAT_CHUNK: usize = 500;
 
 /// Marks a task done. `false` when the worker no longer held its lease (it expired and the
 /// task was given to someone else; their run decides).

@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod core;
 mod flow;
+mod heartbeat;
 mod ops;
 mod process;
 mod ssrf;

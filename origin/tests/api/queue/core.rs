@@ -232,9 +232,7 @@ both_backends!(expired_lease_is_swept_and_run_by_another_worker, |t| {
     let b = worker(&t.db, &cfg);
     assert_eq!(b.run_one(T0 + 1000).await.unwrap(), None, "leased");
     // A heartbeat keeps it: the sweep before expiry does nothing.
-    store::heartbeat(&t.db, &a.id, T0 + 4000, 5000)
-        .await
-        .unwrap();
+    assert_eq!(a.heartbeat(T0 + 4000).await.unwrap(), 1);
     assert_eq!(store::sweep_expired(&t.db, T0 + 8000).await.unwrap(), 0);
     assert_eq!(store::sweep_expired(&t.db, T0 + 9001).await.unwrap(), 1);
     let out = b.run_one(T0 + 9001).await.unwrap().unwrap();
