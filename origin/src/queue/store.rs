@@ -72,6 +72,8 @@ pub struct QueueStats {
     pub running: i64,
     pub done: i64,
     pub dead: i64,
+    /// Sends whose earlier attempt may have reached the platform, waiting for an operator.
+    pub delivery_unknown: i64,
     /// Age of the oldest due task, milliseconds (0 when none).
     pub oldest_due_ms: i64,
 }
@@ -349,6 +351,32 @@ pub async fn fail(
     })
 }
 
+/// Parks a running task as `delivery_unknown` (an earlier run may have had its effect):
+/// not claimed, swept or pruned until an operator retries it or marks it sent. `false`
+/// when the worker no longer held the lease.
+pub async fn park_unknown(
+    db: &Db,
+    task: &ClaimedTask,
+    worker_id: &str,
+    now_ms: i64,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let errors = push_error(&task.errors, task.attempts, now_ms, error);
+    let r = sqlx::query(
+        "UPDATE tasks SET state = 'delivery_unknown', lease_until = NULL, worker_id = NULL, \
+         last_error = $1, errors = $2, finished_at = $3 \
+         WHERE id = $4 AND worker_id = $5 AND state = 'running'",
+    )
+    .bind(error)
+    .bind(errors)
+    .bind(now_ms)
+    .bind(task.id)
+    .bind(worker_id)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Gives tasks whose lease expired (their worker died or hung) back to the queue, or marks
 /// them dead when that run was their last attempt. Returns how many were swept.
 pub async fn sweep_expired(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
@@ -446,6 +474,7 @@ pub async fn stats(db: &Db, now_ms: i64) -> Result<Vec<QueueStats>, sqlx::Error>
             "running" => entry.running += count,
             "done" => entry.done += count,
             "dead" => entry.dead += count,
+            "delivery_unknown" => entry.delivery_unknown += count,
             _ => {}
         }
     }
@@ -503,35 +532,96 @@ fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
 pub enum RetryError {
     #[error("task {0} not found")]
     NotFound(i64),
-    #[error("task {0} is {1}, only dead tasks are retried")]
+    #[error("task {0} is {1}, only dead and delivery_unknown tasks are retried")]
     NotDead(i64, String),
+    #[error("task {0} is {1}, only a delivery_unknown send_message task is marked sent")]
+    NotUnknown(i64, String),
     #[error("task {0}: a live task with the same idempotency key exists")]
     KeyTaken(i64),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Requeues a dead task with a fresh attempt budget; its error history is kept.
+/// The message a `send_message` task delivers.
+fn message_of(task: &TaskRow) -> Option<i64> {
+    (task.kind == "send_message")
+        .then(|| task.payload.get("message_id").and_then(Value::as_i64))
+        .flatten()
+}
+
+/// Requeues a dead or `delivery_unknown` task with a fresh attempt budget; its error
+/// history is kept. For a `delivery_unknown` send this is the operator's decision to send
+/// again: the recorded attempt is cleared in the same transaction, so the send goes out.
+/// (A dead send keeps it: if its last run was cut off in flight, the next run stops at
+/// `delivery_unknown` rather than sending blindly.)
 pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
     let Some(task) = get(db, id).await? else {
         return Err(RetryError::NotFound(id));
     };
-    if task.state != "dead" {
+    if task.state != "dead" && task.state != "delivery_unknown" {
         return Err(RetryError::NotDead(id, task.state));
     }
-    let r = sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL \
-         WHERE id = $2 AND state = 'dead'",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&db.pool)
+    let r = async {
+        let mut tx = db.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tasks SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL \
+             WHERE id = $2 AND state = $3",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(task.state.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let (1, "delivery_unknown", Some(message)) = (n, task.state.as_str(), message_of(&task))
+        {
+            sqlx::query("UPDATE messages SET send_attempted_at = NULL WHERE id = $1")
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
     .await;
     match r {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RetryError::KeyTaken(id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The operator checked the platform and the message did arrive: a `delivery_unknown`
+/// send becomes done and its message `sent`, without sending again.
+pub async fn mark_sent(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
+    let Some(task) = get(db, id).await? else {
+        return Err(RetryError::NotFound(id));
+    };
+    let message = match (task.state.as_str(), message_of(&task)) {
+        ("delivery_unknown", Some(m)) => m,
+        _ => return Err(RetryError::NotUnknown(id, task.state)),
+    };
+    let mut tx = db.pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE tasks SET state = 'done', finished_at = $1 WHERE id = $2 \
+         AND state = 'delivery_unknown'",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(RetryError::NotUnknown(id, task.state));
+    }
+    sqlx::query(
+        "UPDATE messages SET delivery_status = 'sent', send_attempted_at = NULL WHERE id = $1 \
+         AND delivery_status NOT IN ('sent', 'delivered', 'read')",
+    )
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Deletes the queued (not running) tasks of `queue`. Returns how many.

@@ -46,6 +46,12 @@ pub enum Outcome {
         kind: String,
         error: String,
     },
+    /// An earlier run may have delivered; parked as `delivery_unknown` for an operator.
+    DeliveryUnknown {
+        id: i64,
+        kind: String,
+        error: String,
+    },
     /// The lease expired while it ran and another worker took the task over.
     LeaseLost {
         id: i64,
@@ -59,6 +65,7 @@ impl Outcome {
             Outcome::Done { id, .. }
             | Outcome::Retry { id, .. }
             | Outcome::Dead { id, .. }
+            | Outcome::DeliveryUnknown { id, .. }
             | Outcome::LeaseLost { id, .. } => *id,
         }
     }
@@ -294,6 +301,7 @@ impl Worker {
             Outcome::Done { .. } => "done",
             Outcome::Retry { .. } => "retry",
             Outcome::Dead { .. } => "dead",
+            Outcome::DeliveryUnknown { .. } => "delivery_unknown",
             Outcome::LeaseLost { .. } => "lease_lost",
         };
         metrics::finished(&task.kind, label, elapsed);
@@ -315,7 +323,7 @@ impl Worker {
         let (error, permanent) = match &result {
             Ok(()) => (String::new(), false),
             Err(TaskError::Retry(m)) => (m.clone(), false),
-            Err(TaskError::Permanent(m)) => (m.clone(), true),
+            Err(TaskError::Permanent(m) | TaskError::DeliveryUnknown(m)) => (m.clone(), true),
         };
         let k = self.ctx.config.queue.kind(&task.kind);
         let delay = backoff::random_delay_ms(task.attempts, k.backoff_base_ms, k.backoff_max_ms);
@@ -335,6 +343,24 @@ impl Worker {
                         }
                     }
                 }),
+                Err(TaskError::DeliveryUnknown(_)) => {
+                    store::park_unknown(db, task, &self.id, now, &error)
+                        .await
+                        .map(|held| {
+                            if held {
+                                Outcome::DeliveryUnknown {
+                                    id,
+                                    kind: kind.clone(),
+                                    error: error.clone(),
+                                }
+                            } else {
+                                Outcome::LeaseLost {
+                                    id,
+                                    kind: kind.clone(),
+                                }
+                            }
+                        })
+                }
                 Err(_) => store::fail(db, task, &self.id, now, &error, permanent, delay)
                     .await
                     .map(|r| match r {

@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod core;
+mod delivery;
 mod flow;
 mod heartbeat;
 mod ops;

@@ -42,6 +42,10 @@ pub enum TaskError {
     /// Trying again cannot help (4xx, bad payload): the task is dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// An earlier run may have had its effect (a send reached the platform) and repeating it
+    /// could do it twice: the task waits as `delivery_unknown` for an operator.
+    #[error("{0}")]
+    DeliveryUnknown(String),
 }
 
 impl From<sqlx::Error> for TaskError {
