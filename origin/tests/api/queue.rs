@@ -1,6 +1,7 @@
 //! The task queue (issue 4): store, worker, routing, tasks, webhook, admin, CLI.
 
 mod bench;
+mod chaos;
 mod config;
 mod core;
 mod delivery;
