@@ -163,19 +163,23 @@ pub fn check_url(url: &Url, allowed: &[AllowedHost]) -> Result<(), Refused> {
     if allowed.iter().any(|a| a.matches(host, port)) {
         return Ok(());
     }
-    if let Some(a) = allowed.iter().find(|a| a.host == host) {
-        // Named, but for another port: the resolver would let the name through.
-        return Err(Refused(format!(
-            "{url}: allowed_hosts allows {host} only as {a}"
-        )));
-    }
+    // Named, but for another port.
+    let only_as = allowed
+        .iter()
+        .find(|a| a.host == host)
+        .map(|a| format!(" (allowed_hosts allows it only as {a})"))
+        .unwrap_or_default();
     let ip = match url.host() {
         Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
+        // The resolver would let a named host through on any port: refuse it here.
+        _ if !only_as.is_empty() => {
+            return Err(Refused(format!("{url}: port not allowed{only_as}")))
+        }
         _ => return Ok(()),
     };
     match forbidden_ip(ip) {
-        Some(why) => Err(Refused(format!("{url}: {ip} is {why}"))),
+        Some(why) => Err(Refused(format!("{url}: {ip} is {why}{only_as}"))),
         None => Ok(()),
     }
 }
