@@ -69,8 +69,10 @@ pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }
     };
     super::metrics::refresh(&stats);
-    let dead = store::list(&state.db, "dead", 20).await.unwrap_or_default();
-    let unknown = store::list(&state.db, "delivery_unknown", 20)
+    let dead = store::list(&state.db, store::TaskState::Dead, 20)
+        .await
+        .unwrap_or_default();
+    let unknown = store::list(&state.db, store::TaskState::DeliveryUnknown, 20)
         .await
         .unwrap_or_default();
     Json(json!({

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::QUEUES;
 use super::hours::autobot_decision;
-use super::store::{self, now_ms};
+use super::store::{self, now_ms, TaskState};
 use super::tasks::TaskContext;
 use super::worker::Worker;
 use crate::config::Config;
@@ -131,21 +131,21 @@ pub async fn run_queue_cmd(config: &Config, cmd: QueueCmd) -> anyhow::Result<()>
             }
         }
         QueueCmd::Active { limit } => {
-            let rows = store::list(&db, "running", limit).await?;
+            let rows = store::list(&db, TaskState::Running, limit).await?;
             for t in &rows {
                 print_task(t);
             }
             println!("{} running", rows.len());
         }
         QueueCmd::Dead { limit } => {
-            let rows = store::list(&db, "dead", limit).await?;
+            let rows = store::list(&db, TaskState::Dead, limit).await?;
             for t in &rows {
                 print_task(t);
             }
             println!("{} dead", rows.len());
         }
         QueueCmd::Unknown { limit } => {
-            let rows = store::list(&db, "delivery_unknown", limit).await?;
+            let rows = store::list(&db, TaskState::DeliveryUnknown, limit).await?;
             for t in &rows {
                 print_task(t);
             }

@@ -25,6 +25,59 @@ pub fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Where a task is in its life (the `tasks.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for its `run_at`, then for a worker.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    Done,
+    /// Out of attempts or failed for good; kept until an operator retries it.
+    Dead,
+    /// A send whose earlier attempt may have reached the platform; waits for an operator
+    /// (`queue retry`, `queue mark-sent`). Never claimed, swept or pruned.
+    DeliveryUnknown,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Done,
+        TaskState::Dead,
+        TaskState::DeliveryUnknown,
+    ];
+
+    /// The column value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Dead => "dead",
+            TaskState::DeliveryUnknown => "delivery_unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for TaskState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A task a worker holds the lease of.
 #[derive(Debug, Clone)]
 pub struct ClaimedTask {
@@ -50,7 +103,7 @@ pub struct TaskRow {
     pub id: i64,
     pub queue: String,
     pub kind: String,
-    pub state: String,
+    pub state: TaskState,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_at: i64,
@@ -463,32 +516,32 @@ pub async fn stats(db: &Db, now_ms: i64) -> Result<Vec<QueueStats>, sqlx::Error>
                 &mut out[last]
             }
         };
-        match state.as_str() {
-            "queued" => {
+        match TaskState::parse(&state) {
+            Some(TaskState::Queued) => {
                 entry.queued += count;
                 entry.due += due.unwrap_or(0);
                 if let Some(o) = oldest {
                     entry.oldest_due_ms = now_ms.saturating_sub(o).max(0);
                 }
             }
-            "running" => entry.running += count,
-            "done" => entry.done += count,
-            "dead" => entry.dead += count,
-            "delivery_unknown" => entry.delivery_unknown += count,
-            _ => {}
+            Some(TaskState::Running) => entry.running += count,
+            Some(TaskState::Done) => entry.done += count,
+            Some(TaskState::Dead) => entry.dead += count,
+            Some(TaskState::DeliveryUnknown) => entry.delivery_unknown += count,
+            None => {}
         }
     }
     Ok(out)
 }
 
 /// Tasks in `state`, oldest first, at most `limit`.
-pub async fn list(db: &Db, state: &str, limit: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
+pub async fn list(db: &Db, state: TaskState, limit: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, queue, kind, state, attempts, max_attempts, run_at, lease_until, worker_id, \
          last_error, errors, payload, created_at FROM tasks WHERE state = $1 \
          ORDER BY id LIMIT $2",
     )
-    .bind(state)
+    .bind(state.as_str())
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
@@ -510,11 +563,16 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<TaskRow>, sqlx::Error> {
 fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
     let errors: String = row.try_get(10)?;
     let payload: String = row.try_get(11)?;
+    let state: String = row.try_get(3)?;
+    let state = TaskState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "state".into(),
+        source: format!("unknown task state {state:?}").into(),
+    })?;
     Ok(TaskRow {
         id: row.try_get(0)?,
         queue: row.try_get(1)?,
         kind: row.try_get(2)?,
-        state: row.try_get(3)?,
+        state,
         attempts: row.try_get(4)?,
         max_attempts: row.try_get(5)?,
         run_at: row.try_get(6)?,
@@ -533,9 +591,9 @@ pub enum RetryError {
     #[error("task {0} not found")]
     NotFound(i64),
     #[error("task {0} is {1}, only dead and delivery_unknown tasks are retried")]
-    NotDead(i64, String),
+    NotDead(i64, TaskState),
     #[error("task {0} is {1}, only a delivery_unknown send_message task is marked sent")]
-    NotUnknown(i64, String),
+    NotUnknown(i64, TaskState),
     #[error("task {0}: a live task with the same idempotency key exists")]
     KeyTaken(i64),
     #[error(transparent)]
@@ -558,7 +616,7 @@ pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
     let Some(task) = get(db, id).await? else {
         return Err(RetryError::NotFound(id));
     };
-    if task.state != "dead" && task.state != "delivery_unknown" {
+    if !matches!(task.state, TaskState::Dead | TaskState::DeliveryUnknown) {
         return Err(RetryError::NotDead(id, task.state));
     }
     let r = async {
@@ -573,8 +631,7 @@ pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if let (1, "delivery_unknown", Some(message)) = (n, task.state.as_str(), message_of(&task))
-        {
+        if let (1, TaskState::DeliveryUnknown, Some(message)) = (n, task.state, message_of(&task)) {
             sqlx::query("UPDATE messages SET send_attempted_at = NULL WHERE id = $1")
                 .bind(message)
                 .execute(&mut *tx)
@@ -596,8 +653,8 @@ pub async fn mark_sent(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> 
     let Some(task) = get(db, id).await? else {
         return Err(RetryError::NotFound(id));
     };
-    let message = match (task.state.as_str(), message_of(&task)) {
-        ("delivery_unknown", Some(m)) => m,
+    let message = match (task.state, message_of(&task)) {
+        (TaskState::DeliveryUnknown, Some(m)) => m,
         _ => return Err(RetryError::NotUnknown(id, task.state)),
     };
     let mut tx = db.pool.begin().await?;

@@ -188,7 +188,13 @@ both_backends!(backoff_then_dead_then_retry_by_command, |t| {
         None,
         "dead stays dead"
     );
-    assert_eq!(store::list(&t.db, "dead", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store::list(&t.db, store::TaskState::Dead, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     store::retry(&t.db, id, now).await.unwrap();
     assert!(
@@ -307,7 +313,9 @@ both_backends!(per_kind_concurrency_limits_a_batch, |t| {
     let stats = store::stats(&t.db, T0).await.unwrap();
     let default = stats.iter().find(|s| s.queue == "default").unwrap();
     assert_eq!((default.queued, default.running), (2, 2));
-    let rows = store::list(&t.db, "queued", 10).await.unwrap();
+    let rows = store::list(&t.db, store::TaskState::Queued, 10)
+        .await
+        .unwrap();
     assert!(rows.iter().all(|r| r.attempts == 0));
 });
 

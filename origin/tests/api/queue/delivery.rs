@@ -108,7 +108,9 @@ both_backends!(
         let stats = store::stats(&t.db, run_at).await.unwrap();
         assert_eq!(stats[0].queue, "high");
         assert_eq!(stats[0].delivery_unknown, 1);
-        let listed = store::list(&t.db, "delivery_unknown", 10).await.unwrap();
+        let listed = store::list(&t.db, store::TaskState::DeliveryUnknown, 10)
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, task);
 

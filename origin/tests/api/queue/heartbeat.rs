@@ -90,7 +90,7 @@ async fn wait_settled(db: &Db, limit: Duration, what: &str) {
             return;
         }
         if Instant::now() > deadline {
-            let rows = store::list(db, "running", 5).await.unwrap();
+            let rows = store::list(db, store::TaskState::Running, 5).await.unwrap();
             panic!("{what}: {open:?} tasks still queued or running after {limit:?}: {rows:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

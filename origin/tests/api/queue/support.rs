@@ -52,7 +52,7 @@ where
 }
 
 pub async fn state_of(db: &Db, id: i64) -> String {
-    store::get(db, id).await.unwrap().unwrap().state
+    store::get(db, id).await.unwrap().unwrap().state.to_string()
 }
 
 /// A local stand-in for an HTTP API: answers every request with the status and JSON body
