@@ -332,6 +332,13 @@ pub async fn doctor_checks(
             if dead > 0 {
                 problems.push(format!("{dead} dead tasks (see `queue dead`)"));
             }
+            let unknown: i64 = stats.iter().map(|s| s.delivery_unknown).sum();
+            if unknown > 0 {
+                problems.push(format!(
+                    "{unknown} sends may have reached the platform and wait for an operator \
+                     (see `queue unknown`, then `queue retry ID` or `queue mark-sent ID`)"
+                ));
+            }
             if expired > 0 {
                 problems.push(format!(
                     "{expired} running tasks with an expired lease (no worker sweeping?)"

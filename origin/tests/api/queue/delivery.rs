@@ -220,3 +220,24 @@ both_backends!(a_send_that_certainly_failed_is_retried_as_before, |t| {
         "still retried, not parked: {out:?}"
     );
 });
+
+both_backends!(doctor_reports_sends_waiting_for_an_operator, |t| {
+    let platform = hangs_first().await;
+    let cfg = platform_config("telegram", &platform.base_url, "");
+    let w = worker(&t.db, &cfg);
+    let message = outbound_on(&t.db, "telegram").await;
+    enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+    let run_at = first_attempt_times_out(&w).await;
+    let out = w.run_one(run_at).await.unwrap().unwrap();
+    assert!(matches!(out, Outcome::DeliveryUnknown { .. }), "{out:?}");
+    let store_: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::memory::InMemory::new());
+    let checks =
+        komora_origin::queue::cli::doctor_checks(&cfg, Ok(&t.db), Some(&store_), run_at).await;
+    let queue = checks.iter().find(|c| c.name == "queue").unwrap();
+    assert!(!queue.ok, "{queue:?}");
+    assert!(
+        queue.detail.contains("1 sends may have reached"),
+        "{queue:?}"
+    );
+});
