@@ -404,19 +404,29 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     set(&mut origin, "queue.worker_in_server", false);
     // Webhook secrets: random per run, handed to the origin in its environment only (never
     // written to a file).
+    // A secret already in the caller's environment is kept (e.g. for a platform's real
+    // webhook registration); otherwise a fresh one is made for this run.
     let mut origin_env: Vec<(String, String)> = Vec::new();
     for platform in ["telegram", "whatsapp", "instagram", "facebook", "email"] {
-        origin_env.push((
-            format!(
-                "KOMORA_PLATFORM_{}_WEBHOOK_SECRET",
-                platform.to_ascii_uppercase()
-            ),
-            random_hex(32)?,
-        ));
+        let var = format!(
+            "KOMORA_PLATFORM_{}_WEBHOOK_SECRET",
+            platform.to_ascii_uppercase()
+        );
+        let secret = match std::env::var(&var) {
+            Ok(v) if !v.trim().is_empty() => v,
+            _ => random_hex(32)?,
+        };
+        origin_env.push((var, secret));
         set(
             &mut origin,
             &format!("platforms.{platform}.base_url"),
             format!("http://{platform_addr}/{platform}"),
+        );
+        // The stand-in is on loopback, which the worker's SSRF guard refuses unless named.
+        set(
+            &mut origin,
+            &format!("platforms.{platform}.allowed_hosts"),
+            vec![platform_addr.to_string()],
         );
     }
     let origin_cfg = run_dir.join("origin.toml");

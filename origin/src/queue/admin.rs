@@ -37,7 +37,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The handler: per-queue counts, oldest due age, and the most recent dead tasks.
+/// The handler: per-queue counts, oldest due age, and the oldest dead and
+/// `delivery_unknown` tasks (20 of each).
 pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match is_admin(&state.db, &headers).await {
         Ok(true) => {}
@@ -62,6 +63,14 @@ pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }
     };
     super::metrics::refresh(&stats);
-    let dead = store::list(&state.db, "dead", 20).await.unwrap_or_default();
-    Json(json!({ "queues": stats, "dead": dead, "now_ms": now })).into_response()
+    let dead = store::list(&state.db, store::TaskState::Dead, 20)
+        .await
+        .unwrap_or_default();
+    let unknown = store::list(&state.db, store::TaskState::DeliveryUnknown, 20)
+        .await
+        .unwrap_or_default();
+    Json(json!({
+        "queues": stats, "dead": dead, "delivery_unknown": unknown, "now_ms": now
+    }))
+    .into_response()
 }

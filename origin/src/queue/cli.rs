@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::QUEUES;
 use super::hours::autobot_decision;
-use super::store::{self, now_ms};
+use super::store::{self, now_ms, TaskState};
 use super::tasks::TaskContext;
 use super::worker::Worker;
 use crate::config::Config;
@@ -35,9 +35,22 @@ pub enum QueueCmd {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Queue dead task ID again with a fresh attempt budget (its error history is kept).
+    /// Sends that may have reached the platform before a crash, waiting for an operator.
+    Unknown {
+        /// Most rows shown.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Queue dead or delivery_unknown task ID again with a fresh attempt budget (its error
+    /// history is kept). For a delivery_unknown send: it is sent again.
     Retry {
-        /// Task id (see `queue dead`).
+        /// Task id (see `queue dead`, `queue unknown`).
+        id: i64,
+    },
+    /// The delivery_unknown send ID did arrive (checked in the chat): record it as sent,
+    /// without sending again.
+    MarkSent {
+        /// Task id (see `queue unknown`).
         id: i64,
     },
     /// Delete every queued (not running) task of QUEUE: high, default or low.
@@ -93,33 +106,58 @@ pub async fn run_queue_cmd(config: &Config, cmd: QueueCmd) -> anyhow::Result<()>
     match cmd {
         QueueCmd::Stats => {
             println!(
-                "{:<8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>14}",
-                "queue", "queued", "due", "running", "done", "dead", "oldest_due_ms"
+                "{:<8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>16} {:>14}",
+                "queue",
+                "queued",
+                "due",
+                "running",
+                "done",
+                "dead",
+                "delivery_unknown",
+                "oldest_due_ms"
             );
             for s in store::stats(&db, now).await? {
                 println!(
-                    "{:<8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>14}",
-                    s.queue, s.queued, s.due, s.running, s.done, s.dead, s.oldest_due_ms
+                    "{:<8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>16} {:>14}",
+                    s.queue,
+                    s.queued,
+                    s.due,
+                    s.running,
+                    s.done,
+                    s.dead,
+                    s.delivery_unknown,
+                    s.oldest_due_ms
                 );
             }
         }
         QueueCmd::Active { limit } => {
-            let rows = store::list(&db, "running", limit).await?;
+            let rows = store::list(&db, TaskState::Running, limit).await?;
             for t in &rows {
                 print_task(t);
             }
             println!("{} running", rows.len());
         }
         QueueCmd::Dead { limit } => {
-            let rows = store::list(&db, "dead", limit).await?;
+            let rows = store::list(&db, TaskState::Dead, limit).await?;
             for t in &rows {
                 print_task(t);
             }
             println!("{} dead", rows.len());
         }
+        QueueCmd::Unknown { limit } => {
+            let rows = store::list(&db, TaskState::DeliveryUnknown, limit).await?;
+            for t in &rows {
+                print_task(t);
+            }
+            println!("{} delivery_unknown", rows.len());
+        }
         QueueCmd::Retry { id } => {
             store::retry(&db, id, now).await?;
             println!("task {id} queued again");
+        }
+        QueueCmd::MarkSent { id } => {
+            store::mark_sent(&db, id, now).await?;
+            println!("task {id} marked sent; its message is not sent again");
         }
         QueueCmd::Purge { queue, yes } => {
             if !QUEUES.contains(&queue.as_str()) {
@@ -293,6 +331,13 @@ pub async fn doctor_checks(
             let mut problems = Vec::new();
             if dead > 0 {
                 problems.push(format!("{dead} dead tasks (see `queue dead`)"));
+            }
+            let unknown: i64 = stats.iter().map(|s| s.delivery_unknown).sum();
+            if unknown > 0 {
+                problems.push(format!(
+                    "{unknown} sends may have reached the platform and wait for an operator \
+                     (see `queue unknown`, then `queue retry ID` or `queue mark-sent ID`)"
+                ));
             }
             if expired > 0 {
                 problems.push(format!(

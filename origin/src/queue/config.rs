@@ -325,6 +325,9 @@ pub struct AiFile {
     pub channels: Vec<String>,
     /// Messages of history sent with the request. Default 20; 1..=200.
     pub history: u32,
+    /// Hosts the RAG API may be reached on although they are not public addresses
+    /// (`host`, `host:port`, `[v6]:port`), e.g. a local RAG service. Default empty.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AiFile {
@@ -336,6 +339,7 @@ impl Default for AiFile {
             timeout_ms: 20_000,
             channels: vec!["telegram".into()],
             history: 20,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -349,6 +353,7 @@ pub struct AiConfig {
     pub timeout: Duration,
     pub channels: Vec<String>,
     pub history: u32,
+    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
 }
 
 impl Default for AiConfig {
@@ -360,6 +365,7 @@ impl Default for AiConfig {
             timeout: Duration::from_millis(20_000),
             channels: vec!["telegram".into()],
             history: 20,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -389,6 +395,11 @@ impl AiFile {
             errors,
         );
         check_range(format!("{key}.history"), self.history, 1, 200, errors);
+        let allowed_hosts = super::fetch::parse_allowed(
+            &format!("{key}.allowed_hosts"),
+            &self.allowed_hosts,
+            errors,
+        );
         let api_key = std::env::var("KOMORA_AI_API_KEY")
             .ok()
             .filter(|s| !s.is_empty())
@@ -407,6 +418,7 @@ impl AiFile {
             timeout: Duration::from_millis(self.timeout_ms),
             channels: self.channels.clone(),
             history: self.history,
+            allowed_hosts,
         })
     }
 }
@@ -495,6 +507,14 @@ pub struct PlatformFile {
     pub timeout_ms: u64,
     /// Largest media file downloaded, bytes. Default 20 MiB; 1..=2 GiB.
     pub media_max_bytes: u64,
+    /// Hosts this platform's API calls and media downloads may reach although they resolve
+    /// to loopback, private or other non-public addresses (`host`, `host:port`, `[v6]:port`),
+    /// e.g. a local stand-in. Default empty: only public addresses are fetched from.
+    pub allowed_hosts: Vec<String>,
+    /// The platform (or its relay) drops a repeated send carrying the same `Idempotency-Key`,
+    /// so a send whose outcome a crash left unknown is sent again instead of waiting as
+    /// `delivery_unknown` for an operator. Default false; telegram's Bot API does not.
+    pub honours_idempotency_key: bool,
 }
 
 impl Default for PlatformFile {
@@ -506,6 +526,8 @@ impl Default for PlatformFile {
             office_id: None,
             timeout_ms: 10_000,
             media_max_bytes: 20 * 1024 * 1024,
+            allowed_hosts: Vec::new(),
+            honours_idempotency_key: false,
         }
     }
 }
@@ -521,6 +543,8 @@ pub struct PlatformConfig {
     pub office_id: Option<i64>,
     pub timeout: Duration,
     pub media_max_bytes: u64,
+    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
+    pub honours_idempotency_key: bool,
 }
 
 /// Validated `[platforms]`.
@@ -591,6 +615,8 @@ impl PlatformsFile {
                     office_id: p.office_id,
                     timeout: Duration::from_millis(p.timeout_ms),
                     media_max_bytes: p.media_max_bytes,
+                    allowed_hosts: platform_fetch(&pkey, name, p, errors),
+                    honours_idempotency_key: p.honours_idempotency_key,
                 },
             );
         }
@@ -599,4 +625,20 @@ impl PlatformsFile {
         }
         Some(PlatformsConfig { platforms })
     }
+}
+
+/// `allowed_hosts` and `honours_idempotency_key` of `[platforms.<name>]`, validated.
+fn platform_fetch(
+    pkey: &str,
+    name: &str,
+    p: &PlatformFile,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<super::fetch::AllowedHost> {
+    if name == "telegram" && p.honours_idempotency_key {
+        errors.push(ConfigError::new(
+            format!("{pkey}.honours_idempotency_key"),
+            "telegram's Bot API ignores Idempotency-Key; a resend after a crash could deliver twice",
+        ));
+    }
+    super::fetch::parse_allowed(&format!("{pkey}.allowed_hosts"), &p.allowed_hosts, errors)
 }

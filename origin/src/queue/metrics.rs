@@ -2,7 +2,7 @@
 //! serves `/metrics` from it).
 //!
 //! Counters and histograms are updated where things happen; the gauges (depth, running,
-//! dead) are refreshed from the database by [`refresh`], which the worker calls on its sweep
+//! dead, delivery_unknown) are refreshed from the database by [`refresh`], which the worker calls on its sweep
 //! period and `/metrics` and `/admin/queues` on each request, so they are right whichever
 //! process updates the queues.
 
@@ -16,6 +16,7 @@ struct Metrics {
     depth: IntGaugeVec,
     running: IntGaugeVec,
     dead: IntGaugeVec,
+    delivery_unknown: IntGaugeVec,
     enqueued: IntCounterVec,
     failed: IntCounterVec,
     completed: IntCounterVec,
@@ -54,6 +55,16 @@ fn metrics() -> Option<&'static Metrics> {
             dead: register(
                 IntGaugeVec::new(
                     Opts::new("komora_queue_dead", "Dead tasks kept for retry, per queue"),
+                    &["queue"],
+                )
+                .ok()?,
+            ),
+            delivery_unknown: register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "komora_queue_delivery_unknown",
+                        "Sends that may have reached the platform, waiting for an operator",
+                    ),
                     &["queue"],
                 )
                 .ok()?,
@@ -145,6 +156,9 @@ pub fn refresh(stats: &[QueueStats]) {
             m.depth.with_label_values(&[&s.queue]).set(s.due);
             m.running.with_label_values(&[&s.queue]).set(s.running);
             m.dead.with_label_values(&[&s.queue]).set(s.dead);
+            m.delivery_unknown
+                .with_label_values(&[&s.queue])
+                .set(s.delivery_unknown);
         }
     }
 }

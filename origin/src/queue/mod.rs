@@ -7,13 +7,15 @@
 //!
 //! Files: `store` (the SQL), `worker` (claim/run/record loop), `routing` (weighted
 //! round-robin), `backoff`, `tasks/*` (the kinds), `platform` (messaging platform HTTP
-//! adapters), `hours` (autobot working hours), `webhook` (inbound messages), `admin`
-//! (`GET /admin/queues`), `metrics`, `cli` (`worker`, `queue …`, `doctor`), `config`.
+//! adapters), `fetch` (SSRF-safe outbound HTTP), `hours` (autobot working hours), `webhook`
+//! (inbound messages), `admin` (`GET /admin/queues`), `metrics`, `cli` (`worker`,
+//! `queue …`, `doctor`), `config`.
 
 pub mod admin;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod hours;
 pub mod metrics;
 pub mod platform;

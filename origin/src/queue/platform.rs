@@ -5,7 +5,8 @@
 //! every other configured platform uses the generic JSON shape
 //! (`POST {base_url}/messages` with `Authorization: Bearer {token}`, body
 //! `{"chat_id","text"}`, answer `{"id": …}`). Both send `Idempotency-Key: komora-message-{id}`
-//! so a platform that honours it drops a repeat after a crash between send and record.
+//! so a platform that honours it drops a repeat after a crash between send and record
+//! (telegram does not; see `tasks::send_message` for what happens instead).
 //!
 //! 4xx (other than 408 and 429) means the platform refused the message for good; 5xx,
 //! 408, 429, timeouts and connection errors are worth retrying.
@@ -29,8 +30,12 @@ pub fn classify(status: reqwest::StatusCode, body: &str, what: &str) -> TaskErro
     }
 }
 
-/// A transport error (timeout, refused connection) is always retried.
+/// A transport error (timeout, refused connection) is retried; a fetch the SSRF guard
+/// refused (the host resolves to a forbidden address, a redirect went to one) is permanent.
 pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
+    if let Some(r) = super::fetch::refused_in(e) {
+        return refused(&r, what);
+    }
     if e.is_timeout() {
         TaskError::Retry(format!("{what} timed out: {e}"))
     } else {
@@ -38,23 +43,62 @@ pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
     }
 }
 
+/// A fetch the SSRF guard refused, as a permanent task error.
+pub fn refused(r: &super::fetch::Refused, what: &str) -> TaskError {
+    TaskError::Permanent(format!("{what} {r}"))
+}
+
+/// The SSRF-safe client for `allowed` (failing to build one is transient).
+pub fn client(
+    http: &super::fetch::SafeHttp,
+    allowed: &[super::fetch::AllowedHost],
+) -> Result<super::fetch::SafeClient, TaskError> {
+    http.client(allowed)
+        .map_err(|e| TaskError::Retry(format!("HTTP client: {e}")))
+}
+
+/// Why a send failed, and whether the platform may have taken the message anyway.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// The message certainly did not reach the platform (no connection, refused by the SSRF
+    /// guard, or the platform answered with an error).
+    NotSent(TaskError),
+    /// The request went out and no answer came back (timeout, cut connection, unreadable
+    /// answer): the platform may have delivered it.
+    MaybeSent(TaskError),
+}
+
+/// A transport error, split by whether the request may have reached the platform.
+fn send_failure(e: &reqwest::Error, what: &str) -> SendFailure {
+    let err = transport(e, what);
+    if e.is_connect() || super::fetch::refused_in(e).is_some() || e.is_builder() {
+        SendFailure::NotSent(err)
+    } else {
+        SendFailure::MaybeSent(err)
+    }
+}
+
 /// Sends `text` to chat `chat_id`; returns the platform's message id when it gives one.
 pub async fn send_text(
-    http: &reqwest::Client,
+    http: &super::fetch::SafeHttp,
     platform: &PlatformConfig,
     chat_id: &str,
     text: &str,
     message_id: i64,
-) -> Result<Option<String>, TaskError> {
+) -> Result<Option<String>, SendFailure> {
     let what = format!("platform {}", platform.name);
+    let http = client(http, &platform.allowed_hosts).map_err(SendFailure::NotSent)?;
+    let not_sent = |r: super::fetch::Refused| SendFailure::NotSent(refused(&r, &what));
     let req = if platform.name == "telegram" {
-        http.post(format!(
+        http.post(&format!(
             "{}/bot{}/sendMessage",
             platform.base_url, platform.token
         ))
+        .map_err(not_sent)?
         .json(&json!({ "chat_id": chat_id, "text": text }))
     } else {
-        http.post(format!("{}/messages", platform.base_url))
+        http.post(&format!("{}/messages", platform.base_url))
+            .map_err(not_sent)?
             .bearer_auth(&platform.token)
             .json(&json!({ "chat_id": chat_id, "text": text }))
     };
@@ -63,11 +107,15 @@ pub async fn send_text(
         .timeout(platform.timeout)
         .send()
         .await
-        .map_err(|e| transport(&e, &what))?;
+        .map_err(|e| send_failure(&e, &what))?;
     let status = resp.status();
-    let body = resp.text().await.map_err(|e| transport(&e, &what))?;
+    // The platform answered: an unreadable success body may still be a delivery.
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| SendFailure::MaybeSent(transport(&e, &what)))?;
     if !status.is_success() {
-        return Err(classify(status, &body, &what));
+        return Err(SendFailure::NotSent(classify(status, &body, &what)));
     }
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let id = v

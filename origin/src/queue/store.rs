@@ -25,6 +25,59 @@ pub fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Where a task is in its life (the `tasks.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for its `run_at`, then for a worker.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    Done,
+    /// Out of attempts or failed for good; kept until an operator retries it.
+    Dead,
+    /// A send whose earlier attempt may have reached the platform; waits for an operator
+    /// (`queue retry`, `queue mark-sent`). Never claimed, swept or pruned.
+    DeliveryUnknown,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Done,
+        TaskState::Dead,
+        TaskState::DeliveryUnknown,
+    ];
+
+    /// The column value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Dead => "dead",
+            TaskState::DeliveryUnknown => "delivery_unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for TaskState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A task a worker holds the lease of.
 #[derive(Debug, Clone)]
 pub struct ClaimedTask {
@@ -50,7 +103,7 @@ pub struct TaskRow {
     pub id: i64,
     pub queue: String,
     pub kind: String,
-    pub state: String,
+    pub state: TaskState,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_at: i64,
@@ -72,6 +125,8 @@ pub struct QueueStats {
     pub running: i64,
     pub done: i64,
     pub dead: i64,
+    /// Sends whose earlier attempt may have reached the platform, waiting for an operator.
+    pub delivery_unknown: i64,
     /// Age of the oldest due task, milliseconds (0 when none).
     pub oldest_due_ms: i64,
 }
@@ -211,21 +266,38 @@ pub async fn release(db: &Db, worker_id: &str, id: i64) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Renews the lease of every task `worker_id` runs. Returns how many it still holds.
+/// Renews the leases of `ids`, the tasks `worker_id` has in flight. Only those: a task the
+/// worker gave up on (its outcome could not be written) must see its lease expire so the
+/// sweep hands it on, however long the worker lives. Returns how many it still holds.
 pub async fn heartbeat(
     db: &Db,
     worker_id: &str,
+    ids: &[i64],
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE tasks SET lease_until = $1 WHERE worker_id = $2 AND state = 'running'")
+    let mut held = 0;
+    for chunk in ids.chunks(HEARTBEAT_CHUNK) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+        // Only placeholders are formatted in; every value is bound.
+        let sql = format!(
+            "UPDATE tasks SET lease_until = $1 WHERE worker_id = $2 AND state = 'running' \
+             AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now_ms.saturating_add(lease_ms))
-            .bind(worker_id)
-            .execute(&db.pool)
-            .await?;
-    Ok(r.rows_affected())
+            .bind(worker_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        held += q.execute(&db.pool).await?.rows_affected();
+    }
+    Ok(held)
 }
+
+/// Most task ids one heartbeat statement binds.
+const HEARTBEAT_CHUNK: usize = 500;
 
 /// Marks a task done. `false` when the worker no longer held its lease (it expired and the
 /// task was given to someone else; their run decides).
@@ -332,6 +404,32 @@ pub async fn fail(
     })
 }
 
+/// Parks a running task as `delivery_unknown` (an earlier run may have had its effect):
+/// not claimed, swept or pruned until an operator retries it or marks it sent. `false`
+/// when the worker no longer held the lease.
+pub async fn park_unknown(
+    db: &Db,
+    task: &ClaimedTask,
+    worker_id: &str,
+    now_ms: i64,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let errors = push_error(&task.errors, task.attempts, now_ms, error);
+    let r = sqlx::query(
+        "UPDATE tasks SET state = 'delivery_unknown', lease_until = NULL, worker_id = NULL, \
+         last_error = $1, errors = $2, finished_at = $3 \
+         WHERE id = $4 AND worker_id = $5 AND state = 'running'",
+    )
+    .bind(error)
+    .bind(errors)
+    .bind(now_ms)
+    .bind(task.id)
+    .bind(worker_id)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Gives tasks whose lease expired (their worker died or hung) back to the queue, or marks
 /// them dead when that run was their last attempt. Returns how many were swept.
 pub async fn sweep_expired(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
@@ -418,31 +516,32 @@ pub async fn stats(db: &Db, now_ms: i64) -> Result<Vec<QueueStats>, sqlx::Error>
                 &mut out[last]
             }
         };
-        match state.as_str() {
-            "queued" => {
+        match TaskState::parse(&state) {
+            Some(TaskState::Queued) => {
                 entry.queued += count;
                 entry.due += due.unwrap_or(0);
                 if let Some(o) = oldest {
                     entry.oldest_due_ms = now_ms.saturating_sub(o).max(0);
                 }
             }
-            "running" => entry.running += count,
-            "done" => entry.done += count,
-            "dead" => entry.dead += count,
-            _ => {}
+            Some(TaskState::Running) => entry.running += count,
+            Some(TaskState::Done) => entry.done += count,
+            Some(TaskState::Dead) => entry.dead += count,
+            Some(TaskState::DeliveryUnknown) => entry.delivery_unknown += count,
+            None => {}
         }
     }
     Ok(out)
 }
 
 /// Tasks in `state`, oldest first, at most `limit`.
-pub async fn list(db: &Db, state: &str, limit: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
+pub async fn list(db: &Db, state: TaskState, limit: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, queue, kind, state, attempts, max_attempts, run_at, lease_until, worker_id, \
          last_error, errors, payload, created_at FROM tasks WHERE state = $1 \
          ORDER BY id LIMIT $2",
     )
-    .bind(state)
+    .bind(state.as_str())
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
@@ -464,11 +563,16 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<TaskRow>, sqlx::Error> {
 fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
     let errors: String = row.try_get(10)?;
     let payload: String = row.try_get(11)?;
+    let state: String = row.try_get(3)?;
+    let state = TaskState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "state".into(),
+        source: format!("unknown task state {state:?}").into(),
+    })?;
     Ok(TaskRow {
         id: row.try_get(0)?,
         queue: row.try_get(1)?,
         kind: row.try_get(2)?,
-        state: row.try_get(3)?,
+        state,
         attempts: row.try_get(4)?,
         max_attempts: row.try_get(5)?,
         run_at: row.try_get(6)?,
@@ -486,35 +590,95 @@ fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
 pub enum RetryError {
     #[error("task {0} not found")]
     NotFound(i64),
-    #[error("task {0} is {1}, only dead tasks are retried")]
-    NotDead(i64, String),
+    #[error("task {0} is {1}, only dead and delivery_unknown tasks are retried")]
+    NotDead(i64, TaskState),
+    #[error("task {0} is {1}, only a delivery_unknown send_message task is marked sent")]
+    NotUnknown(i64, TaskState),
     #[error("task {0}: a live task with the same idempotency key exists")]
     KeyTaken(i64),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Requeues a dead task with a fresh attempt budget; its error history is kept.
+/// The message a `send_message` task delivers.
+fn message_of(task: &TaskRow) -> Option<i64> {
+    (task.kind == "send_message")
+        .then(|| task.payload.get("message_id").and_then(Value::as_i64))
+        .flatten()
+}
+
+/// Requeues a dead or `delivery_unknown` task with a fresh attempt budget; its error
+/// history is kept. For a `delivery_unknown` send this is the operator's decision to send
+/// again: the recorded attempt is cleared in the same transaction, so the send goes out.
+/// (A dead send keeps it: if its last run was cut off in flight, the next run stops at
+/// `delivery_unknown` rather than sending blindly.)
 pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
     let Some(task) = get(db, id).await? else {
         return Err(RetryError::NotFound(id));
     };
-    if task.state != "dead" {
+    if !matches!(task.state, TaskState::Dead | TaskState::DeliveryUnknown) {
         return Err(RetryError::NotDead(id, task.state));
     }
-    let r = sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL \
-         WHERE id = $2 AND state = 'dead'",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&db.pool)
+    let r = async {
+        let mut tx = db.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tasks SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL \
+             WHERE id = $2 AND state = $3",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(task.state.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let (1, TaskState::DeliveryUnknown, Some(message)) = (n, task.state, message_of(&task)) {
+            sqlx::query("UPDATE messages SET send_attempted_at = NULL WHERE id = $1")
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
     .await;
     match r {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RetryError::KeyTaken(id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The operator checked the platform and the message did arrive: a `delivery_unknown`
+/// send becomes done and its message `sent`, without sending again.
+pub async fn mark_sent(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
+    let Some(task) = get(db, id).await? else {
+        return Err(RetryError::NotFound(id));
+    };
+    let message = match (task.state, message_of(&task)) {
+        (TaskState::DeliveryUnknown, Some(m)) => m,
+        _ => return Err(RetryError::NotUnknown(id, task.state)),
+    };
+    let mut tx = db.pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE tasks SET state = 'done', finished_at = $1 WHERE id = $2 \
+         AND state = 'delivery_unknown'",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(RetryError::NotUnknown(id, task.state));
+    }
+    sqlx::query(
+        "UPDATE messages SET delivery_status = 'sent', send_attempted_at = NULL WHERE id = $1 \
+         AND delivery_status NOT IN ('sent', 'delivered', 'read')",
+    )
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Deletes the queued (not running) tasks of `queue`. Returns how many.

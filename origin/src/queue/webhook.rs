@@ -5,7 +5,8 @@
 //! `X-Komora-Signature: sha256=<hex>`. A good request stores the message, updates its
 //! conversation (`last_message_id`, `last_activity_at`, `unread_count`) and enqueues its
 //! tasks (`process_ai_reply`, one `download_and_save_media` per attachment) in one
-//! transaction; anything wrong answers 4xx JSON and writes nothing.
+//! transaction; anything wrong answers 4xx JSON and writes nothing. The body is capped at
+//! `server.json_body_limit_bytes` (413) and the text at the outbound cap (400).
 //!
 //! Body (the same normalised shape for every platform; the platform-side relay maps to it):
 //! `{"chat_id": "…", "message_id": "…", "text": "…", "sender": {"name": "…", "phone": "…"},
@@ -29,6 +30,8 @@ use sqlx::Row;
 use super::config::PlatformConfig;
 use super::store::{enqueue_at, now_ms};
 use super::NewTask;
+use crate::api::error::ApiError;
+use crate::api::messages::MAX_TEXT_CHARS;
 use crate::app::AppState;
 
 /// Inbound message as the webhook receives it.
@@ -169,8 +172,21 @@ pub async fn receive(
     State(state): State<AppState>,
     Path(platform): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The body limit of the JSON API, answered as its JSON 413 (not axum's plain text).
+    let limit = state.config.server.json_body_limit;
+    let body: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("body larger than {limit} bytes"),
+                parameter: Some("body"),
+            }
+            .into_response()
+        }
+    };
     let Some(p) = state.config.platforms.get(&platform) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -200,6 +216,14 @@ pub async fn receive(
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
     };
+    // Inbound text is capped like outbound text.
+    if inbound.text.chars().count() > MAX_TEXT_CHARS {
+        return ApiError::bad_param(
+            "text",
+            format!("text longer than {MAX_TEXT_CHARS} characters"),
+        )
+        .into_response();
+    }
     if inbound.chat_id.is_empty() || inbound.message_id.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,

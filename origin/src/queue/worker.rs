@@ -8,8 +8,13 @@
 //! Limits are per worker process: `[queue.kinds.<kind>] concurrency` caps the tasks of a
 //! kind one worker runs at once (N workers run up to N times that). `run_one` does not
 //! heartbeat (a task it runs must finish within the lease); `run` does.
+//!
+//! The heartbeat renews exactly the tasks in flight (claimed and not yet recorded). An
+//! outcome that cannot be written (the database restarted, a connection was cut) is tried
+//! again [`OUTCOME_TRIES`] times with backoff; then the worker lets the task go: it leaves
+//! the in-flight set, its lease runs out, and the sweep queues it again (at-least-once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +46,12 @@ pub enum Outcome {
         kind: String,
         error: String,
     },
+    /// An earlier run may have delivered; parked as `delivery_unknown` for an operator.
+    DeliveryUnknown {
+        id: i64,
+        kind: String,
+        error: String,
+    },
     /// The lease expired while it ran and another worker took the task over.
     LeaseLost {
         id: i64,
@@ -54,6 +65,7 @@ impl Outcome {
             Outcome::Done { id, .. }
             | Outcome::Retry { id, .. }
             | Outcome::Dead { id, .. }
+            | Outcome::DeliveryUnknown { id, .. }
             | Outcome::LeaseLost { id, .. } => *id,
         }
     }
@@ -69,6 +81,8 @@ pub struct Worker {
     running: Mutex<HashMap<String, u32>>,
     /// Set by [`Worker::run`]: successful tasks are marked done in batches by a flusher.
     completions: std::sync::OnceLock<mpsc::UnboundedSender<Completion>>,
+    /// Tasks claimed and not yet recorded (or given up on): what the heartbeat renews.
+    in_flight: Mutex<HashSet<i64>>,
 }
 
 /// A message to the completion flusher.
@@ -80,6 +94,16 @@ enum Completion {
 
 /// Most completions written by one statement.
 const COMPLETE_BATCH: usize = 500;
+
+/// Writes of one outcome before the worker gives the task up to the sweep.
+pub const OUTCOME_TRIES: u32 = 5;
+/// Wait before the second write of an outcome, doubled for each later one.
+const OUTCOME_RETRY_BASE: Duration = Duration::from_millis(50);
+
+/// The wait before write number `try_no + 1` of an outcome (`try_no` from 1).
+fn outcome_backoff(try_no: u32) -> Duration {
+    OUTCOME_RETRY_BASE.saturating_mul(1 << try_no.saturating_sub(1).min(10))
+}
 
 /// A unique worker id: host, process id and a random suffix.
 pub fn new_worker_id() -> String {
@@ -101,6 +125,7 @@ impl Worker {
             wrr: Wrr::default(),
             running: Mutex::new(HashMap::new()),
             completions: std::sync::OnceLock::new(),
+            in_flight: Mutex::new(HashSet::new()),
         }
     }
 
@@ -121,6 +146,31 @@ impl Worker {
     fn running_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         // A poisoned map only means a panic elsewhere mid-update; the counts are still usable.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight_lock(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        // As for `running`: a poisoned set is still a set of ids.
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tasks this worker holds and has not recorded yet (what its heartbeat renews).
+    pub fn in_flight(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.in_flight_lock().iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn land(&self, ids: &[i64]) {
+        let mut set = self.in_flight_lock();
+        for id in ids {
+            set.remove(id);
+        }
+    }
+
+    /// Renews the leases of the tasks in flight, at `now_ms`.
+    pub async fn heartbeat(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let ids = self.in_flight();
+        store::heartbeat(&self.ctx.db, &self.id, &ids, now_ms, self.lease_ms()).await
     }
 
     fn saturated_kinds(&self) -> Vec<String> {
@@ -201,9 +251,12 @@ impl Worker {
         let mut admitted = Vec::with_capacity(got.len());
         for t in got {
             if self.admit(&t.kind) {
+                self.in_flight_lock().insert(t.id);
                 admitted.push(t);
-            } else {
-                store::release(&self.ctx.db, &self.id, t.id).await?;
+            } else if let Err(e) = store::release(&self.ctx.db, &self.id, t.id).await {
+                // Not an error of the claim: the admitted tasks must still run (their kind
+                // slots are taken). The unreleased one comes back when its lease expires.
+                tracing::warn!(task = t.id, error = %e, "could not give back a claimed task");
             }
         }
         Ok(admitted)
@@ -248,6 +301,7 @@ impl Worker {
             Outcome::Done { .. } => "done",
             Outcome::Retry { .. } => "retry",
             Outcome::Dead { .. } => "dead",
+            Outcome::DeliveryUnknown { .. } => "delivery_unknown",
             Outcome::LeaseLost { .. } => "lease_lost",
         };
         metrics::finished(&task.kind, label, elapsed);
@@ -266,47 +320,87 @@ impl Worker {
                 }
             }
         }
-        let write = match result {
-            Ok(()) => store::complete(db, id, &self.id, now).await.map(|held| {
-                if held {
-                    Outcome::Done { id, kind }
-                } else {
-                    Outcome::LeaseLost { id, kind }
+        let (error, permanent) = match &result {
+            Ok(()) => (String::new(), false),
+            Err(TaskError::Retry(m)) => (m.clone(), false),
+            Err(TaskError::Permanent(m) | TaskError::DeliveryUnknown(m)) => (m.clone(), true),
+        };
+        let k = self.ctx.config.queue.kind(&task.kind);
+        let delay = backoff::random_delay_ms(task.attempts, k.backoff_base_ms, k.backoff_max_ms);
+        let mut try_no = 1;
+        let outcome = loop {
+            let write = match result {
+                Ok(()) => store::complete(db, id, &self.id, now).await.map(|held| {
+                    if held {
+                        Outcome::Done {
+                            id,
+                            kind: kind.clone(),
+                        }
+                    } else {
+                        Outcome::LeaseLost {
+                            id,
+                            kind: kind.clone(),
+                        }
+                    }
+                }),
+                Err(TaskError::DeliveryUnknown(_)) => {
+                    store::park_unknown(db, task, &self.id, now, &error)
+                        .await
+                        .map(|held| {
+                            if held {
+                                Outcome::DeliveryUnknown {
+                                    id,
+                                    kind: kind.clone(),
+                                    error: error.clone(),
+                                }
+                            } else {
+                                Outcome::LeaseLost {
+                                    id,
+                                    kind: kind.clone(),
+                                }
+                            }
+                        })
                 }
-            }),
-            Err(e) => {
-                let (error, permanent) = match e {
-                    TaskError::Retry(m) => (m, false),
-                    TaskError::Permanent(m) => (m, true),
-                };
-                let k = self.ctx.config.queue.kind(&task.kind);
-                let delay =
-                    backoff::random_delay_ms(task.attempts, k.backoff_base_ms, k.backoff_max_ms);
-                store::fail(db, task, &self.id, now, &error, permanent, delay)
+                Err(_) => store::fail(db, task, &self.id, now, &error, permanent, delay)
                     .await
                     .map(|r| match r {
                         FailResult::Retry(run_at) => Outcome::Retry {
                             id,
-                            kind,
-                            error,
+                            kind: kind.clone(),
+                            error: error.clone(),
                             run_at,
                         },
-                        FailResult::Dead => Outcome::Dead { id, kind, error },
-                        FailResult::LeaseLost => Outcome::LeaseLost { id, kind },
-                    })
-            }
-        };
-        match write {
-            Ok(o) => o,
-            Err(e) => {
-                // The lease will expire and the sweep gives the task back: at-least-once.
-                tracing::warn!(task = task.id, error = %e, "could not record task outcome");
-                Outcome::LeaseLost {
-                    id: task.id,
-                    kind: task.kind.clone(),
+                        FailResult::Dead => Outcome::Dead {
+                            id,
+                            kind: kind.clone(),
+                            error: error.clone(),
+                        },
+                        FailResult::LeaseLost => Outcome::LeaseLost {
+                            id,
+                            kind: kind.clone(),
+                        },
+                    }),
+            };
+            match write {
+                Ok(o) => break o,
+                Err(e) if try_no < OUTCOME_TRIES => {
+                    tracing::warn!(task = id, try_no, error = %e, "could not record task outcome; retrying");
+                    tokio::time::sleep(outcome_backoff(try_no)).await;
+                    try_no += 1;
+                }
+                Err(e) => {
+                    // Let it go: out of the heartbeat, its lease expires and the sweep
+                    // queues it again (at-least-once).
+                    tracing::warn!(task = id, error = %e, "could not record task outcome; released to the sweep");
+                    break Outcome::LeaseLost {
+                        id,
+                        kind: kind.clone(),
+                    };
                 }
             }
-        }
+        };
+        self.land(&[id]);
+        outcome
     }
 
     /// Claims one due task (respecting the weights), runs it and records the outcome, all at
@@ -343,9 +437,7 @@ impl Worker {
                 let mut tick = tokio::time::interval(Duration::from_millis(qc.heartbeat_ms));
                 loop {
                     tick.tick().await;
-                    if let Err(e) =
-                        store::heartbeat(&me.ctx.db, &me.id, store::now_ms(), me.lease_ms()).await
-                    {
+                    if let Err(e) = me.heartbeat(store::now_ms()).await {
                         tracing::warn!(error = %e, "heartbeat failed");
                     }
                 }
@@ -420,10 +512,13 @@ impl Worker {
 
 /// Writes completions in batches: whatever arrived while the previous write ran goes in the
 /// next statement, so the batch size follows the load with no timer. A failed write is
-/// retried (the heartbeat keeps renewing those leases, so they must not be forgotten).
+/// retried [`OUTCOME_TRIES`] times in all; then the tasks leave the in-flight set and the
+/// sweep gives them back once their leases expire.
 async fn flush_completions(worker: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     let mut ids: Vec<i64> = Vec::with_capacity(COMPLETE_BATCH);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    // Failed writes of the current batch so far.
+    let mut failures = 0u32;
     let take = |msg: Completion, ids: &mut Vec<i64>, acks: &mut Vec<oneshot::Sender<()>>| match msg
     {
         Completion::Done(id) => ids.push(id),
@@ -447,11 +542,22 @@ async fn flush_completions(worker: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<
             match store::complete_many(&worker.ctx.db, &ids[..n], &worker.id, store::now_ms()).await
             {
                 Ok(_) => {
+                    worker.land(&ids[..n]);
                     ids.drain(..n);
+                    failures = 0;
+                }
+                Err(e) if failures + 1 < OUTCOME_TRIES => {
+                    failures += 1;
+                    tracing::warn!(error = %e, tasks = n, "could not record completions; retrying");
+                    tokio::time::sleep(outcome_backoff(failures)).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, tasks = ids.len(), "could not record completions; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Let them go: out of the heartbeat, their leases expire and the sweep
+                    // queues them again (at-least-once).
+                    tracing::warn!(error = %e, tasks = n, "could not record completions; released to the sweep");
+                    worker.land(&ids[..n]);
+                    ids.drain(..n);
+                    failures = 0;
                 }
             }
             if !ids.is_empty() {

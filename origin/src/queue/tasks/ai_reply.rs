@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::{payload_i64, TaskContext, TaskError, TaskHandler};
 use crate::queue::hours::autobot_decision;
-use crate::queue::platform::{classify, transport};
+use crate::queue::platform::{self, classify, transport};
 use crate::queue::store::{enqueue_at, ClaimedTask};
 use crate::queue::NewTask;
 
@@ -111,9 +111,9 @@ impl TaskHandler for ProcessAiReply {
                 "at_ms": at,
             }));
         }
-        let mut req = ctx
-            .http
+        let mut req = platform::client(&ctx.http, &ai.allowed_hosts)?
             .post(&ai.url)
+            .map_err(|r| platform::refused(&r, "RAG API"))?
             .timeout(ai.timeout)
             .header("Idempotency-Key", format!("komora-ai-reply-{id}"))
             .json(&json!({

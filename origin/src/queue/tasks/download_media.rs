@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{payload_i64, TaskContext, TaskError, TaskHandler};
-use crate::queue::platform::{classify, transport};
+use crate::queue::platform::{classify, client, refused, transport};
 use crate::queue::store::ClaimedTask;
 
 pub struct DownloadMedia;
@@ -47,6 +47,9 @@ impl TaskHandler for DownloadMedia {
         let (max_bytes, timeout) = platform
             .map(|p| (p.media_max_bytes, p.timeout))
             .unwrap_or((DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT));
+        // A media URL comes from the webhook body: only the platform's allowed hosts may be
+        // non-public.
+        let allowed = platform.map(|p| p.allowed_hosts.as_slice()).unwrap_or(&[]);
         let Some(store) = ctx.media.clone() else {
             return Err(TaskError::Retry(
                 "no media object store in this worker".into(),
@@ -61,9 +64,9 @@ impl TaskHandler for DownloadMedia {
             }
         }
 
-        let resp = ctx
-            .http
+        let resp = client(&ctx.http, allowed)?
             .get(url)
+            .map_err(|r| refused(&r, "media download"))?
             .timeout(timeout)
             .send()
             .await

@@ -15,8 +15,9 @@ use crate::db::Db;
 pub struct TaskContext {
     pub db: Db,
     pub config: Arc<Config>,
-    /// Shared HTTP client (platform APIs, the RAG API, media downloads).
-    pub http: reqwest::Client,
+    /// SSRF-safe HTTP clients (platform APIs, the RAG API, media downloads), one per
+    /// allowed-hosts list.
+    pub http: super::fetch::SafeHttp,
     /// Where downloaded media is stored; `None` fails media tasks (retryable) until set.
     pub media: Option<Arc<dyn object_store::ObjectStore>>,
 }
@@ -26,7 +27,7 @@ impl TaskContext {
         TaskContext {
             db,
             config,
-            http: reqwest::Client::new(),
+            http: super::fetch::SafeHttp::default(),
             media: None,
         }
     }
@@ -41,6 +42,10 @@ pub enum TaskError {
     /// Trying again cannot help (4xx, bad payload): the task is dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// An earlier run may have had its effect (a send reached the platform) and repeating it
+    /// could do it twice: the task waits as `delivery_unknown` for an operator.
+    #[error("{0}")]
+    DeliveryUnknown(String),
 }
 
 impl From<sqlx::Error> for TaskError {

@@ -1,16 +1,29 @@
 //! `send_message`: deliver an outbound message through its conversation's platform.
 //!
-//! At-least-once delivery must not become twice: the message row records
+//! At-least-once delivery must not become twice. The message row records
 //! `delivery_status = 'sent'` and the platform's id when the platform takes it, and a
-//! repeated task (a retry after a crash, a duplicate enqueue) skips a message already sent.
+//! repeated task (a retry, a duplicate enqueue) skips a message already sent. That leaves
+//! the window between the request and that record: a worker killed there, a timeout, a lost
+//! answer. So the attempt is written to the message (`send_attempted_at`) before the
+//! request and cleared once the outcome is known (sent, or certainly not sent). A run that
+//! finds it set knows an earlier attempt may have reached the platform: unless the platform
+//! drops repeats by `Idempotency-Key` (`honours_idempotency_key`), it does not send, and the
+//! task waits as `delivery_unknown` until an operator checks the chat and runs
+//! `queue retry ID` (send again) or `queue mark-sent ID`.
+
+use std::time::Duration;
 
 use sqlx::Row;
 
 use super::{payload_i64, TaskContext, TaskError, TaskHandler};
-use crate::queue::platform;
+use crate::queue::platform::{self, SendFailure};
 use crate::queue::store::ClaimedTask;
 
 pub struct SendMessage;
+
+/// Writes of "sent" tried before giving up (the platform already has the message: a lost
+/// write would leave the attempt marker and park the next run as `delivery_unknown`).
+const SENT_WRITE_TRIES: u32 = 4;
 
 async fn set_status(ctx: &TaskContext, id: i64, status: &str) -> Result<(), TaskError> {
     sqlx::query(
@@ -24,12 +37,49 @@ async fn set_status(ctx: &TaskContext, id: i64, status: &str) -> Result<(), Task
     Ok(())
 }
 
+/// The outcome is known (the platform refused, or nothing reached it): forget the attempt.
+async fn clear_attempt(ctx: &TaskContext, id: i64) -> Result<(), TaskError> {
+    sqlx::query("UPDATE messages SET send_attempted_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&ctx.db.pool)
+        .await?;
+    Ok(())
+}
+
+async fn record_sent(
+    ctx: &TaskContext,
+    id: i64,
+    external: Option<String>,
+) -> Result<(), TaskError> {
+    let mut try_no = 1;
+    loop {
+        let r = sqlx::query(
+            "UPDATE messages SET delivery_status = 'sent', external_id = $1, \
+             send_attempted_at = NULL WHERE id = $2",
+        )
+        .bind(external.clone())
+        .bind(id)
+        .execute(&ctx.db.pool)
+        .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) if try_no < SENT_WRITE_TRIES => {
+                tracing::warn!(message = id, error = %e, "could not record a sent message; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << try_no)).await;
+                try_no += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl TaskHandler for SendMessage {
     async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError> {
         let id = payload_i64(task, "message_id")?;
         let row = sqlx::query(
-            "SELECT m.direction, m.text, m.delivery_status, c.platform, c.external_chat_id \
+            "SELECT m.direction, m.text, m.delivery_status, c.platform, c.external_chat_id, \
+             m.send_attempted_at \
              FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = $1",
         )
         .bind(id)
@@ -41,6 +91,7 @@ impl TaskHandler for SendMessage {
         let status: String = row.try_get(2)?;
         let platform_name: String = row.try_get(3)?;
         let chat_id: String = row.try_get(4)?;
+        let attempted: Option<i64> = row.try_get(5)?;
         if direction != "out" {
             return Err(TaskError::Permanent(format!(
                 "message {id} is inbound, not sent"
@@ -56,28 +107,36 @@ impl TaskHandler for SendMessage {
                 "platform {platform_name:?} is not configured in [platforms]"
             )));
         };
+        if let Some(at) = attempted {
+            if !p.honours_idempotency_key {
+                return Err(TaskError::DeliveryUnknown(format!(
+                    "an earlier attempt (at {at} ms) may have reached platform {platform_name}, \
+                     which offers no way to check or drop a repeat: not sent again; check the \
+                     chat, then `queue retry {}` to send or `queue mark-sent {}`",
+                    task.id, task.id
+                )));
+            }
+            tracing::info!(message = id, "resending with the same Idempotency-Key");
+        }
+        // Durable before the request: a crash from here on leaves the mark behind.
+        sqlx::query("UPDATE messages SET send_attempted_at = $1 WHERE id = $2")
+            .bind(task.started_at)
+            .bind(id)
+            .execute(&ctx.db.pool)
+            .await?;
         match platform::send_text(&ctx.http, p, &chat_id, &text, id).await {
-            Ok(external) => {
-                sqlx::query(
-                    "UPDATE messages SET delivery_status = 'sent', external_id = $1 \
-                     WHERE id = $2",
-                )
-                .bind(external)
-                .bind(id)
-                .execute(&ctx.db.pool)
-                .await?;
-                Ok(())
-            }
-            Err(TaskError::Permanent(e)) => {
-                set_status(ctx, id, "failed").await?;
-                Err(TaskError::Permanent(e))
-            }
-            Err(TaskError::Retry(e)) => {
-                if task.attempts >= task.max_attempts {
+            Ok(external) => record_sent(ctx, id, external).await,
+            Err(SendFailure::NotSent(e)) => {
+                clear_attempt(ctx, id).await?;
+                let last = task.attempts >= task.max_attempts;
+                if matches!(e, TaskError::Permanent(_)) || last {
                     set_status(ctx, id, "failed").await?;
                 }
-                Err(TaskError::Retry(e))
+                Err(e)
             }
+            // The mark stays: the next run decides (delivery_unknown, or a resend where the
+            // platform drops repeats).
+            Err(SendFailure::MaybeSent(e)) => Err(e),
         }
     }
 }

@@ -188,7 +188,13 @@ both_backends!(backoff_then_dead_then_retry_by_command, |t| {
         None,
         "dead stays dead"
     );
-    assert_eq!(store::list(&t.db, "dead", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store::list(&t.db, store::TaskState::Dead, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     store::retry(&t.db, id, now).await.unwrap();
     assert!(
@@ -232,9 +238,7 @@ both_backends!(expired_lease_is_swept_and_run_by_another_worker, |t| {
     let b = worker(&t.db, &cfg);
     assert_eq!(b.run_one(T0 + 1000).await.unwrap(), None, "leased");
     // A heartbeat keeps it: the sweep before expiry does nothing.
-    store::heartbeat(&t.db, &a.id, T0 + 4000, 5000)
-        .await
-        .unwrap();
+    assert_eq!(a.heartbeat(T0 + 4000).await.unwrap(), 1);
     assert_eq!(store::sweep_expired(&t.db, T0 + 8000).await.unwrap(), 0);
     assert_eq!(store::sweep_expired(&t.db, T0 + 9001).await.unwrap(), 1);
     let out = b.run_one(T0 + 9001).await.unwrap().unwrap();
@@ -309,7 +313,9 @@ both_backends!(per_kind_concurrency_limits_a_batch, |t| {
     let stats = store::stats(&t.db, T0).await.unwrap();
     let default = stats.iter().find(|s| s.queue == "default").unwrap();
     assert_eq!((default.queued, default.running), (2, 2));
-    let rows = store::list(&t.db, "queued", 10).await.unwrap();
+    let rows = store::list(&t.db, store::TaskState::Queued, 10)
+        .await
+        .unwrap();
     assert!(rows.iter().all(|r| r.attempts == 0));
 });
 

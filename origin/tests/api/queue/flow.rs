@@ -338,8 +338,9 @@ both_backends!(platform_timeout_is_retried, |t| {
     .await;
     let cfg = config(&format!(
         "[platforms.telegram]\nbase_url = \"{}\"\ntoken = \"T\"\nwebhook_secret = \"{SECRET}\"\n\
-         timeout_ms = 100\n",
-        slow.base_url
+         timeout_ms = 100\nallowed_hosts = [\"{}\"]\n",
+        slow.base_url,
+        host_port(&slow.base_url)
     ));
     let id = outbound_message(&t.db).await;
     enqueue(&t.db, &cfg, NewTask::send_message(id), T0).await;
@@ -450,5 +451,33 @@ both_backends!(webhook_accepts_telegram_updates, |t| {
     let (status, v) = post(&app, other, &[secret]).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["ignored"], true);
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM messages").await, 1);
+});
+
+both_backends!(webhook_text_and_body_are_capped_with_json_errors, |t| {
+    let cfg = flow_config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let app = serve_app(&t.db, &cfg, store).await;
+    let max = komora_origin::api::messages::MAX_TEXT_CHARS;
+    let message = |text: String| {
+        serde_json::to_vec(&json!({"chat_id": "c", "message_id": "m", "text": text})).unwrap()
+    };
+    // One character over the outbound cap: 400 naming the text, nothing stored.
+    let long = message("ж".repeat(max + 1));
+    let (status, v) = post(&app, &long, &[("x-komora-signature", signature(&long))]).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["parameter"], "text", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("longer than"), "{v}");
+    // 1.9 MB: over the body limit, a JSON 413.
+    let huge = message("a".repeat(1_900_000));
+    let (status, v) = post(&app, &huge, &[("x-komora-signature", signature(&huge))]).await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["parameter"], "body", "{v}");
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM messages").await, 0);
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM tasks").await, 0);
+    // At the cap exactly: stored.
+    let ok = message("ж".repeat(max));
+    let (status, v) = post(&app, &ok, &[("x-komora-signature", signature(&ok))]).await;
+    assert_eq!(status, 200, "{v}");
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM messages").await, 1);
 });

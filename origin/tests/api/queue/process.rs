@@ -1,5 +1,7 @@
-//! A real `komora-origin worker` process killed with SIGKILL mid-task: after its lease
-//! expires the task is run by another worker process, which then stops on SIGTERM.
+//! A real `komora-origin worker` process killed with SIGKILL mid-send: after its lease
+//! expires another worker process takes the task over, but does not send blindly (the first
+//! attempt may have arrived): the task waits as `delivery_unknown` until `queue retry`; then
+//! the worker stops on SIGTERM.
 
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -60,10 +62,11 @@ both_backends!(sigkilled_worker_task_completed_by_another, |t| {
         "[database]\nurl = \"{}\"\n[media]\nstore_url = \"file://{}/media\"\n\
          [queue]\nlease_ms = 1000\nheartbeat_ms = 200\npoll_ms = 20\nsweep_ms = 200\n\
          [platforms.telegram]\nbase_url = \"{}\"\ntoken = \"T\"\nwebhook_secret = \"{SECRET}\"\n\
-         timeout_ms = 60000\n",
+         timeout_ms = 60000\nallowed_hosts = [\"{}\"]\n",
         t.url,
         dir.path().display(),
-        platform.base_url
+        platform.base_url,
+        host_port(&platform.base_url)
     );
     let config_path = dir.path().join("origin.toml");
     std::fs::write(&config_path, &config_text).unwrap();
@@ -109,12 +112,29 @@ both_backends!(sigkilled_worker_task_completed_by_another, |t| {
 
     let log2 = dir.path().join("worker2.log");
     let mut second = spawn_worker(&config_path, &log2);
+    // The first attempt may have reached telegram, which cannot be asked: the second worker
+    // does not send blindly, the task waits for an operator.
+    wait_until("the second worker to park the send", &log2, || async {
+        store::get(&t.db, task).await.unwrap().unwrap().state == "delivery_unknown"
+    })
+    .await;
+    assert_eq!(platform.count(), 1, "no blind second send");
+    // The operator checked the chat and sends again, with the real CLI.
+    let retry = Command::new(env!("CARGO_BIN_EXE_komora-origin"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["queue", "retry", &task.to_string()])
+        .env_remove("KOMORA_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(retry.status.success(), "{retry:?}");
     wait_until("the second worker to deliver", &log2, || async {
         store::get(&t.db, task).await.unwrap().unwrap().state == "done"
     })
     .await;
     let row = store::get(&t.db, task).await.unwrap().unwrap();
-    assert_eq!(row.attempts, 2);
+    // Two runs before the operator (cut off, parked), one after the retry.
+    assert_eq!(row.attempts, 1);
     assert!(
         row.errors.to_string().contains("lease expired"),
         "{:?}",

@@ -52,7 +52,7 @@ where
 }
 
 pub async fn state_of(db: &Db, id: i64) -> String {
-    store::get(db, id).await.unwrap().unwrap().state
+    store::get(db, id).await.unwrap().unwrap().state.to_string()
 }
 
 /// A local stand-in for an HTTP API: answers every request with the status and JSON body
@@ -176,13 +176,20 @@ pub async fn office(db: &Db, tz: &str, autobot: bool, working_hours: &str, days_
 
 pub const SECRET: &str = "0123456789abcdef-0123456789abcdef-secret";
 
-/// Config with the AI and telegram pointed at stand-ins.
+/// The `host:port` of a stand-in's `http://host:port` URL, for `allowed_hosts`.
+pub fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
+}
+
+/// Config with the AI and telegram pointed at stand-ins (on loopback, so allowed by name).
 pub fn flow_config(platform_url: &str, rag_url: &str, extra: &str) -> Arc<Config> {
+    let (p, r) = (host_port(platform_url), host_port(rag_url));
     config(&format!(
         "[ai]\nenabled = true\nurl = \"{rag_url}/answer\"\napi_key = \"rag-key\"\n\
-         channels = [\"telegram\"]\ntimeout_ms = 2000\n\
+         channels = [\"telegram\"]\ntimeout_ms = 2000\nallowed_hosts = [\"{r}\"]\n\
          [platforms.telegram]\nbase_url = \"{platform_url}\"\ntoken = \"TOKEN\"\n\
-         webhook_secret = \"{SECRET}\"\ntimeout_ms = 2000\nmedia_max_bytes = 1000\n{extra}"
+         webhook_secret = \"{SECRET}\"\ntimeout_ms = 2000\nmedia_max_bytes = 1000\n\
+         allowed_hosts = [\"{p}\"]\n{extra}"
     ))
 }
 
@@ -235,4 +242,45 @@ pub async fn serve_app(
         axum::serve(listener, app).await.unwrap();
     });
     format!("http://{addr}")
+}
+
+/// An outbound message 'hello' in a new telegram conversation with chat `chat`; its id.
+pub async fn outbound(db: &Db, chat: &str) -> i64 {
+    use sqlx::Row;
+    let client: i64 =
+        sqlx::query("INSERT INTO clients (name, created_at) VALUES ('S', 0) RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+    let conv: i64 = sqlx::query(
+        "INSERT INTO conversations (platform, client_id, external_chat_id, last_activity_at, \
+         created_at) VALUES ('telegram', $1, $2, 0, 0) RETURNING id",
+    )
+    .bind(client)
+    .bind(chat)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .get(0);
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, direction, text, created_at) \
+         VALUES ($1, 'out', 'hello', 0) RETURNING id",
+    )
+    .bind(conv)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The message's `delivery_status`.
+pub async fn delivery_of(db: &Db, id: i64) -> String {
+    use sqlx::Row;
+    sqlx::query("SELECT delivery_status FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get(0)
 }
