@@ -205,6 +205,10 @@ pub fn response_cacheable(
     if resp.headers.contains_key(header::SET_COOKIE) {
         return Uncacheable(NoCacheReason::OriginNotCache);
     }
+    // `Vary: *` never matches a later request (RFC 9111 §4.1): storing it is pointless.
+    if crate::rfc::vary::is_star(&resp.headers) {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
     let cc = CacheControl::from_resp_headers(resp);
     if cc.as_ref().is_some_and(|c| c.private() || c.no_store()) {
         return Uncacheable(NoCacheReason::OriginNotCache);

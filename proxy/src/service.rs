@@ -9,15 +9,15 @@ use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
+use crate::rfc;
 use crate::storage::memory::HotMeta;
 use crate::storage::{cache_key, FreshHit, TieredStorage};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora::cache::key::CacheKey;
+use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::CacheKeyLockImpl;
-use pingora::cache::storage::{PurgeTarget, PurgeType};
-use pingora::cache::{CacheOptionOverrides, RespCacheable, Storage};
-use pingora::http::ResponseHeader;
+use pingora::cache::{CacheMeta, CacheOptionOverrides, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
@@ -100,24 +100,11 @@ impl Edge {
     /// Remove the stored response for this request's cache key, every variant the key
     /// covers (the same key the cache stores it under).
     async fn invalidate(&self, session: &Session, ctx: &mut EdgeCtx) {
-        let key = match self.cache_key_callback(session, ctx) {
-            Ok(k) => k.to_compact(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no cache key to invalidate");
-                return;
+        match self.cache_key_callback(session, ctx) {
+            Ok(key) => {
+                self.storage.purge_key(&key).await;
             }
-        };
-        let span = pingora::cache::trace::Span::inactive();
-        if let Err(e) = self
-            .storage
-            .purge(
-                PurgeTarget::Active(&key),
-                PurgeType::Invalidation,
-                &span.handle(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "invalidation after an unsafe request failed");
+            Err(e) => tracing::warn!(error = %e, "no cache key to invalidate"),
         }
     }
 }
@@ -308,6 +295,10 @@ fn hit_shape(session: &Session, hot: &HotMeta, body_len: u64) -> Option<(bool, b
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if stored.status != http::StatusCode::OK || declared != Some(body_len) {
+        return None;
+    }
+    // The primary slot holds one variant; another one is pingora's lookup to find.
+    if rfc::vary::variance(&stored.headers, &session.req_header().headers) != hot.variance() {
         return None;
     }
     // Only ETag / Last-Modified of the stored header take part in the match.
@@ -507,6 +498,17 @@ impl ProxyHttp for Edge {
 
     fn cache_key_callback(&self, session: &Session, _ctx: &mut EdgeCtx) -> Result<CacheKey> {
         Ok(cache_key(path_and_query(session)))
+    }
+
+    /// The variance of this request against the stored (or about to be stored) response's
+    /// `Vary` (RFC 9111 §4.1); pingora then looks up / stores the variant under it.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut EdgeCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        rfc::vary::variance(&meta.response_header().headers, &req.headers)
     }
 
     fn response_cache_filter(
