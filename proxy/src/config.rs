@@ -201,6 +201,20 @@ pub struct RawRoute {
     /// `Cache-Control: public, max-age=N, immutable` and `Expires: now+N` (nginx `expires`).
     /// Seconds. Default 0 (origin headers pass through), range 0..=31536000.
     pub client_max_age_secs: Option<u64>,
+    // HTTP caching choices the RFCs leave to the cache (MAY); see `crate::rfc::Semantics`.
+    /// Store a final response of any status when it has explicit freshness (`s-maxage`,
+    /// `max-age`, `Expires`; RFC 9111 §3). Default false: only 200 is stored.
+    pub store_any_status: Option<bool>,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for heuristically cacheable statuses without
+    /// explicit freshness: this percent of `Date − Last-Modified`. Percent, default 0 (off:
+    /// `default_ttl_secs` applies to a 200 instead), range 0..=100.
+    pub heuristic_percent: Option<u64>,
+    /// Cap of a heuristic lifetime. Seconds, default 86400, range 0..=31536000.
+    pub heuristic_max_secs: Option<u64>,
+    /// Honor the client's `Cache-Control` request directives (`max-age`, `min-fresh`,
+    /// `max-stale`, `no-cache`, `no-store`, `only-if-cached`; RFC 9111 §5.2.1). Default false:
+    /// a shared cache may ignore them, and any client could otherwise force origin fetches.
+    pub request_directives: Option<bool>,
 }
 
 /// `[admin]`: purge API and Prometheus metrics.
@@ -315,6 +329,8 @@ pub struct Route {
     pub stale_while_revalidate: Duration,
     /// Client-facing max-age override, `None` when 0.
     pub client_max_age: Option<Duration>,
+    /// HTTP caching choices left to the cache (the `store_any_status` … keys).
+    pub semantics: crate::rfc::Semantics,
 }
 
 /// Validated `[admin]`.
@@ -398,6 +414,10 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "stale_if_error_secs",
             "stale_while_revalidate_secs",
             "client_max_age_secs",
+            "store_any_status",
+            "heuristic_percent",
+            "heuristic_max_secs",
+            "request_directives",
         ],
         "admin" => &["listen", "token_env"],
         _ => &[],
@@ -853,6 +873,21 @@ impl RawConfig {
                 0,
             );
             let cma = secs(&mut c, "client_max_age_secs", r.client_max_age_secs, 0);
+            let percent = c.range(&key("heuristic_percent"), r.heuristic_percent, 0, 0, 100);
+            let heuristic_max = secs(
+                &mut c,
+                "heuristic_max_secs",
+                r.heuristic_max_secs,
+                crate::rfc::DEFAULT_HEURISTIC_MAX_SECS,
+            );
+            let semantics = crate::rfc::Semantics {
+                store_any_status: r.store_any_status.unwrap_or(false),
+                heuristic: (percent > 0).then(|| crate::rfc::Heuristic {
+                    percent: u32::try_from(percent).unwrap_or(100),
+                    max: heuristic_max,
+                }),
+                request_directives: r.request_directives.unwrap_or(false),
+            };
             let Some(prefix) = prefix else { continue };
             routes.push(Route {
                 prefix,
@@ -861,6 +896,7 @@ impl RawConfig {
                 stale_if_error,
                 stale_while_revalidate,
                 client_max_age: (!cma.is_zero()).then_some(cma),
+                semantics,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

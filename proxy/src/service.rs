@@ -388,6 +388,11 @@ pub struct EdgeCtx {
     invalidate: bool,
     /// The origin peer this request was sent to.
     backend: Option<Backend>,
+    /// When the request went upstream (RFC 9111 §4.2.3 `request_time`).
+    request_time: Option<SystemTime>,
+    /// The header fields of the origin's 304 to a revalidation, for `response_cache_filter`
+    /// to update the stored header with (pingora's merge keeps only a few of them).
+    not_modified: Option<http::HeaderMap>,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -476,6 +481,7 @@ impl ProxyHttp for Edge {
         peer.options.connection_timeout = Some(self.config.upstream.connect_timeout);
         peer.options.read_timeout = Some(self.config.upstream.read_timeout);
         ctx.upstream_start = Some(Instant::now());
+        ctx.request_time = Some(SystemTime::now());
         Ok(Box::new(peer))
     }
 
@@ -522,10 +528,27 @@ impl ProxyHttp for Edge {
                 pingora::cache::NoCacheReason::NeverEnabled,
             ));
         };
-        Ok(policy::response_cacheable(
+        let response_time = SystemTime::now();
+        let ex = rfc::freshness::Exchange {
+            request_time: ctx.request_time.unwrap_or(response_time),
+            response_time,
+        };
+        // After a 304, `resp` is pingora's merge of it into the stored header; the stored
+        // header takes every field the 304 carries instead (RFC 9111 §3.2, §4.3.4).
+        if let Some(nm) = ctx.not_modified.take() {
+            let updated = rfc::directives::updated_by_304(resp, &nm, response_time);
+            return Ok(policy::response_cacheable_at(
+                route,
+                session.req_header(),
+                &updated,
+                ex,
+            ));
+        }
+        Ok(policy::response_cacheable_at(
             route,
             session.req_header(),
             resp,
+            ex,
         ))
     }
 
@@ -558,6 +581,14 @@ impl ProxyHttp for Edge {
         }
         if let Some(b) = &ctx.backend {
             self.observed.record(b, true);
+        }
+        // Hop-by-hop fields are neither stored nor forwarded (RFC 9110 §7.6.1); a 101 keeps
+        // its `Upgrade`/`Connection`, which pingora needs to switch protocols.
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            rfc::directives::strip_connection_fields(resp);
+        }
+        if resp.status == http::StatusCode::NOT_MODIFIED && ctx.cache_enabled {
+            ctx.not_modified = Some(resp.headers.clone());
         }
         if ctx.invalidate && policy::invalidating_status(resp.status) {
             ctx.invalidate = false;

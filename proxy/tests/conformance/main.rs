@@ -10,7 +10,11 @@
 mod common;
 mod origin;
 
+mod rfc9111_3_storing;
 mod rfc9111_4_1_vary;
+mod rfc9111_4_2_freshness;
+mod rfc9111_4_3_4_update;
+mod rfc9111_5_2_directives;
 
 use common::{spawn_edge, EdgeProc};
 use std::path::Path;
