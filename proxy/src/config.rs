@@ -215,6 +215,10 @@ pub struct RawRoute {
     /// `max-stale`, `no-cache`, `no-store`, `only-if-cached`; RFC 9111 §5.2.1). Default false:
     /// a shared cache may ignore them, and any client could otherwise force origin fetches.
     pub request_directives: Option<bool>,
+    /// Targeted cache-control fields (RFC 9213) that, when present, govern this edge instead
+    /// of `Cache-Control`/`Expires` and are not forwarded; first present one wins. Header
+    /// names, default `["CDN-Cache-Control"]`, `[]` turns targeted fields off.
+    pub targeted_fields: Option<Vec<String>>,
 }
 
 /// `[admin]`: purge API and Prometheus metrics.
@@ -418,6 +422,7 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "heuristic_percent",
             "heuristic_max_secs",
             "request_directives",
+            "targeted_fields",
         ],
         "admin" => &["listen", "token_env"],
         _ => &[],
@@ -887,6 +892,21 @@ impl RawConfig {
                     max: heuristic_max,
                 }),
                 request_directives: r.request_directives.unwrap_or(false),
+                targeted: match r.targeted_fields {
+                    None => vec![http::header::HeaderName::from_static(
+                        crate::rfc::DEFAULT_TARGETED_FIELD,
+                    )],
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|n| match http::header::HeaderName::try_from(n.as_str()) {
+                            Ok(h) => Some(h),
+                            Err(_) => {
+                                c.err(key("targeted_fields"), format!("not a header name: {n:?}"));
+                                None
+                            }
+                        })
+                        .collect(),
+                },
             };
             let Some(prefix) = prefix else { continue };
             routes.push(Route {

@@ -17,7 +17,7 @@ use crate::config::Route;
 use crate::rfc::directives;
 use crate::rfc::freshness::{self, Exchange};
 use http::{header, HeaderValue, Method};
-use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
+use pingora::cache::cache_control::InterpretCacheControl;
 use pingora::cache::filters::calculate_serve_stale_durations;
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -244,7 +244,9 @@ pub fn response_cacheable_at(
     if crate::rfc::vary::is_star(&resp.headers) {
         return no;
     }
-    let cc = CacheControl::from_resp_headers(resp);
+    let sem = &route.semantics;
+    // RFC 9213: a targeted field present replaces Cache-Control and Expires for this edge.
+    let (cc, targeted) = sem.cache_control(resp);
     let must_understand = cc.as_ref().is_some_and(|c| c.has_key("must-understand"));
     if must_understand && !directives::understood(status) {
         return no;
@@ -262,8 +264,15 @@ pub fn response_cacheable_at(
     {
         return no;
     }
-    let sem = &route.semantics;
-    let lifetime = match freshness::lifetime(cc.as_ref(), &resp.headers, ex) {
+    let mut without_expires;
+    let freshness_headers = if targeted {
+        without_expires = resp.headers.clone();
+        without_expires.remove(header::EXPIRES);
+        &without_expires
+    } else {
+        &resp.headers
+    };
+    let lifetime = match freshness::lifetime(cc.as_ref(), freshness_headers, ex) {
         Some(l) if status == 200 || sem.store_any_status => l,
         Some(_) => return no,
         None => match sem
@@ -294,6 +303,7 @@ pub fn response_cacheable_at(
     if let Some(c) = &cc {
         c.strip_private_headers(&mut stored);
     }
+    sem.strip_targeted(&mut stored);
     Cacheable(CacheMeta::new(fresh_until, epoch, swr, sie, stored))
 }
 

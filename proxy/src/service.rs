@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::CacheKeyLockImpl;
-use pingora::cache::{CacheMeta, CacheOptionOverrides, RespCacheable};
+use pingora::cache::{CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
@@ -179,6 +179,7 @@ impl Edge {
             || !policy::request_cacheable(req)
             || req.headers.contains_key(http::header::RANGE)
             || req.headers.contains_key(http::header::IF_RANGE)
+            || (route.semantics.request_directives && rfc::request::any(req))
         {
             return Ok(false);
         }
@@ -393,6 +394,8 @@ pub struct EdgeCtx {
     /// The header fields of the origin's 304 to a revalidation, for `response_cache_filter`
     /// to update the stored header with (pingora's merge keeps only a few of them).
     not_modified: Option<http::HeaderMap>,
+    /// The request's `Cache-Control` directives, on routes that honor them.
+    req_directives: Option<rfc::request::Directives>,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -485,12 +488,24 @@ impl ProxyHttp for Edge {
         Ok(Box::new(peer))
     }
 
-    /// Enable the cache for GET/HEAD on `cache` routes.
+    /// Enable the cache for GET/HEAD on `cache` routes (not for a request with `no-store`
+    /// on routes that honor request directives).
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<()> {
         let cacheable_route = ctx
             .route
             .as_ref()
             .is_some_and(|r| r.mode == RouteMode::Cache);
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.semantics.request_directives)
+        {
+            ctx.req_directives = rfc::request::parse(session.req_header());
+            if ctx.req_directives.is_some_and(|d| d.no_store) {
+                // Neither this request nor its response is stored (RFC 9111 §5.2.1.5).
+                return Ok(());
+            }
+        }
         if cacheable_route && policy::request_cacheable(session.req_header()) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.config.cache.lock_wait_timeout);
@@ -552,6 +567,34 @@ impl ProxyHttp for Edge {
         ))
     }
 
+    /// The client's request directives narrow or widen what a stored response may answer,
+    /// on routes that honor them (see [`rfc::request`]).
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut EdgeCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(ctx
+            .req_directives
+            .and_then(|d| d.hit(meta, SystemTime::now())))
+    }
+
+    /// `only-if-cached` never reaches the origin: 504 (RFC 9111 §5.2.1.7).
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut EdgeCtx,
+    ) -> Result<bool> {
+        if ctx.req_directives.is_some_and(|d| d.only_if_cached) {
+            respond_empty(session, 504).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// The peer could not be reached: skipped until the next health check says otherwise.
     fn fail_to_connect(
         &self,
@@ -593,6 +636,10 @@ impl ProxyHttp for Edge {
         if ctx.invalidate && policy::invalidating_status(resp.status) {
             ctx.invalidate = false;
             self.invalidate(session, ctx).await;
+            // Same-origin Location / Content-Location too (RFC 9111 §4.4).
+            for url in rfc::invalidation::also_invalidated(session.req_header(), resp) {
+                self.storage.purge_url(&url).await;
+            }
         }
         Ok(())
     }
@@ -658,6 +705,10 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
         resp.insert_header("x-cache-status", ctx.status)?;
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.mode == RouteMode::Cache) {
+            // Targeted cache-control fields are for this edge only (RFC 9213).
+            route.semantics.strip_targeted(resp);
+        }
         if let Some(max_age) = ctx.route.as_ref().and_then(|r| r.client_max_age) {
             policy::apply_client_max_age(resp, max_age)?;
         }
