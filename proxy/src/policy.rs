@@ -488,6 +488,17 @@ mod tests {
     }
 
     #[test]
+    fn interim_partial_and_not_modified_never_stored() {
+        let mut r = route();
+        r.semantics.store_any_status = true;
+        for status in [100, 103, 206, 304] {
+            let mut resp = ResponseHeader::build(status, None).unwrap(); // unwrap: test-only
+            resp.append_header("cache-control", "max-age=600").unwrap(); // unwrap: test-only
+            assert!(!response_cacheable(&r, &req(false), &resp).is_cacheable(), "{status}");
+        }
+    }
+
+    #[test]
     fn private_no_store_cookie_auth_not_stored() {
         for h in [
             ("cache-control", "private, max-age=60"),
