@@ -494,7 +494,10 @@ mod tests {
         for status in [100, 103, 206, 304] {
             let mut resp = ResponseHeader::build(status, None).unwrap(); // unwrap: test-only
             resp.append_header("cache-control", "max-age=600").unwrap(); // unwrap: test-only
-            assert!(!response_cacheable(&r, &req(false), &resp).is_cacheable(), "{status}");
+            assert!(
+                !response_cacheable(&r, &req(false), &resp).is_cacheable(),
+                "{status}"
+            );
         }
     }
 

@@ -53,8 +53,8 @@ pub fn parse(req: &RequestHeader) -> Option<Directives> {
         no_cache: pragma_no_cache || has("no-cache"),
         no_store: has("no-store"),
         only_if_cached: has("only-if-cached"),
-        // An invalid max-age / min-fresh is ignored (§5.2.1: the cache SHOULD ignore it... is
-        // not required); `max-age` without a valid value reads as 0 (always validate).
+        // `max-age` without a valid value reads as 0 (validate: the conservative reading);
+        // an invalid `min-fresh` is ignored; `max-stale` without a value accepts any staleness.
         max_age: secs("max-age").map(|v| v.unwrap_or_default()),
         min_fresh: secs("min-fresh").flatten(),
         max_stale: secs("max-stale"),
