@@ -246,7 +246,8 @@ pub fn response_cacheable_at(
     }
     let sem = &route.semantics;
     // RFC 9213: a targeted field present replaces Cache-Control and Expires for this edge.
-    let (cc, targeted) = sem.cache_control(resp);
+    let (cc, field) = sem.cache_control(resp);
+    let targeted = field != header::CACHE_CONTROL;
     let must_understand = cc.as_ref().is_some_and(|c| c.has_key("must-understand"));
     if must_understand && !directives::understood(status) {
         return no;
@@ -272,7 +273,7 @@ pub fn response_cacheable_at(
     } else {
         &resp.headers
     };
-    let lifetime = match freshness::lifetime(cc.as_ref(), freshness_headers, ex) {
+    let lifetime = match freshness::lifetime(cc.as_ref(), field, freshness_headers, ex) {
         Some(l) if status == 200 || sem.store_any_status => l,
         Some(_) => return no,
         None => match sem

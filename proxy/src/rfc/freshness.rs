@@ -68,7 +68,14 @@ pub fn initial_age(headers: &HeaderMap, ex: Exchange) -> Duration {
 /// zero lifetime, so the stored response is revalidated on every use (§5.2.2.4); an invalid
 /// or repeated `max-age`/`s-maxage` makes the response stale (§4.2.1: "considered stale");
 /// an invalid or repeated `Expires` is a time in the past (§5.3).
-pub fn lifetime(cc: Option<&CacheControl>, headers: &HeaderMap, ex: Exchange) -> Option<Duration> {
+///
+/// `field` is the header `cc` was parsed from (`Cache-Control`, or a targeted field).
+pub fn lifetime(
+    cc: Option<&CacheControl>,
+    field: &http::HeaderName,
+    headers: &HeaderMap,
+    ex: Exchange,
+) -> Option<Duration> {
     if let Some(cc) = cc {
         if cc.no_cache() {
             return Some(Duration::ZERO);
@@ -76,7 +83,9 @@ pub fn lifetime(cc: Option<&CacheControl>, headers: &HeaderMap, ex: Exchange) ->
         for (key, parsed) in [("s-maxage", cc.s_maxage()), ("max-age", cc.max_age())] {
             if cc.has_key(key) {
                 return Some(match parsed {
-                    Ok(Some(s)) if !repeated(headers, key) => Duration::from_secs(u64::from(s)),
+                    Ok(Some(s)) if !repeated(headers, field, key) => {
+                        Duration::from_secs(u64::from(s))
+                    }
                     _ => Duration::ZERO,
                 });
             }
@@ -102,10 +111,10 @@ pub fn heuristic(headers: &HeaderMap, ex: Exchange, h: crate::rfc::Heuristic) ->
     Some((since * h.percent / 100).min(h.max))
 }
 
-/// Whether the directive `key` appears more than once across the `Cache-Control` lines.
-fn repeated(headers: &HeaderMap, key: &str) -> bool {
+/// Whether the directive `key` appears more than once across the `field` lines.
+fn repeated(headers: &HeaderMap, field: &http::HeaderName, key: &str) -> bool {
     headers
-        .get_all(http::header::CACHE_CONTROL)
+        .get_all(field)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -194,7 +203,7 @@ mod tests {
                 r.append_header(k.clone(), v.clone()).unwrap(); // unwrap: test-only
             }
             let cc = CacheControl::from_resp_headers(&r);
-            lifetime(cc.as_ref(), &h, at(now, 0))
+            lifetime(cc.as_ref(), &http::header::CACHE_CONTROL, &h, at(now, 0))
         };
         assert_eq!(
             life(&[("cache-control", "max-age=10, s-maxage=20".into())]),

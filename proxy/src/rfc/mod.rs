@@ -44,19 +44,25 @@ pub struct Semantics {
 pub const DEFAULT_TARGETED_FIELD: &str = "cdn-cache-control";
 
 impl Semantics {
-    /// The cache-control that governs this edge for `resp`: the first targeted field
-    /// present, else `Cache-Control`; `true` when it was a targeted one.
+    /// The cache-control that governs this edge for `resp` and the field it came from: the
+    /// first targeted field present, else `Cache-Control`.
     pub fn cache_control(
         &self,
         resp: &pingora::http::ResponseHeader,
-    ) -> (Option<pingora::cache::cache_control::CacheControl>, bool) {
+    ) -> (
+        Option<pingora::cache::cache_control::CacheControl>,
+        &http::HeaderName,
+    ) {
         use pingora::cache::cache_control::CacheControl;
         for name in &self.targeted {
             if let Some(cc) = CacheControl::from_resp_headers_named(name.as_str(), resp) {
-                return (Some(cc), true);
+                return (Some(cc), name);
             }
         }
-        (CacheControl::from_resp_headers(resp), false)
+        (
+            CacheControl::from_resp_headers(resp),
+            &http::header::CACHE_CONTROL,
+        )
     }
 
     /// Remove the targeted fields from a response going to a client or into storage (they

@@ -35,6 +35,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Raw interim (1xx) responses written before this one, e.g. `"HTTP/1.1 103 ...\r\n\r\n"`.
+    pub interim: String,
 }
 
 impl Resp {
@@ -46,7 +48,14 @@ impl Resp {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: body.into(),
+            interim: String::new(),
         }
+    }
+
+    /// The same response preceded by a `103 Early Hints` carrying `link`.
+    pub fn after_early_hints(mut self, link: &str) -> Resp {
+        self.interim = format!("HTTP/1.1 103 Early Hints\r\nlink: {link}\r\n\r\n");
+        self
     }
 }
 
@@ -178,7 +187,8 @@ async fn serve(mut sock: TcpStream, state: Arc<State>) {
             Some(h) => h(&req),
             None => Resp::new(404, &[], "no handler"),
         };
-        let mut out = format!("HTTP/1.1 {} X\r\n", resp.status);
+        let mut out = resp.interim.clone();
+        out.push_str(&format!("HTTP/1.1 {} X\r\n", resp.status));
         for (k, v) in &resp.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -100,3 +100,27 @@ async fn heuristic_freshness_is_a_route_option() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interim_responses_are_not_cached() {
+    let origin = Origin::start().await;
+    origin.on("/rfc/i1", |r| {
+        Resp::new(
+            200,
+            &[("cache-control", "max-age=600")],
+            format!("v{}", r.n),
+        )
+        .after_early_hints("</style.css>; rel=preload")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = edge(&origin, &dir.path().join("c"), "");
+    for status in ["MISS", "HIT", "HIT"] {
+        let r = get(&e.url("/rfc/i1"), &[]).await;
+        // The final 200 is what is stored and served, never the 103.
+        assert_eq!(
+            (r.status, r.cache_status(), r.sha()),
+            (200, status, sha256_hex(b"v1"))
+        );
+    }
+    assert_eq!(origin.count("/rfc/i1"), 1);
+}
