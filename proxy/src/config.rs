@@ -1031,6 +1031,41 @@ mod tests {
     }
 
     #[test]
+    fn http_semantics_route_keys() {
+        let c = EdgeConfig::load(None, &Overrides::default()).unwrap(); // unwrap: test-only
+        let media = &c.route("/media/x").unwrap().semantics; // unwrap: test-only
+        assert!(!media.store_any_status && !media.request_directives);
+        assert!(media.heuristic.is_none());
+        assert_eq!(media.targeted, ["cdn-cache-control"]);
+        let c = RawConfig::parse(
+            "t.toml",
+            "[[route]]\nprefix = \"/\"\nstore_any_status = true\nheuristic_percent = 10\n\
+             request_directives = true\ntargeted_fields = [\"Edge-CC\", \"CDN-Cache-Control\"]\n",
+        )
+        .unwrap() // unwrap: test-only
+        .validate("t.toml")
+        .unwrap(); // unwrap: test-only
+        let s = &c.route("/x").unwrap().semantics; // unwrap: test-only
+        assert!(s.store_any_status && s.request_directives);
+        let h = s.heuristic.unwrap(); // unwrap: test-only
+        assert_eq!((h.percent, h.max), (10, Duration::from_secs(86_400)));
+        assert_eq!(s.targeted, ["edge-cc", "cdn-cache-control"]);
+        let e = RawConfig::parse(
+            "t.toml",
+            "[[route]]\nprefix = \"/\"\nheuristic_percent = 101\ntargeted_fields = [\"a b\"]\n",
+        )
+        .unwrap() // unwrap: test-only
+        .validate("t.toml")
+        .unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["route[0].heuristic_percent", "route[0].targeted_fields"],
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let e = RawConfig::parse(
             "t.toml",
