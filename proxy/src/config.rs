@@ -217,6 +217,24 @@ pub struct RawRoute {
     /// Environment variable with the verifying keys: comma-separated, at least 32 bytes each
     /// (the origin's `KOMORA_MEDIA_SIGNING_KEYS`). Default `"KOMORA_MEDIA_SIGNING_KEYS"`.
     pub signing_keys_env: Option<String>,
+    // HTTP caching choices the RFCs leave to the cache (MAY); see `crate::rfc::Semantics`.
+    /// Store a final response of any status when it has explicit freshness (`s-maxage`,
+    /// `max-age`, `Expires`; RFC 9111 §3). Default false: only 200 is stored.
+    pub store_any_status: Option<bool>,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for heuristically cacheable statuses without
+    /// explicit freshness: this percent of `Date − Last-Modified`. Percent, default 0 (off:
+    /// `default_ttl_secs` applies to a 200 instead), range 0..=100.
+    pub heuristic_percent: Option<u64>,
+    /// Cap of a heuristic lifetime. Seconds, default 86400, range 0..=31536000.
+    pub heuristic_max_secs: Option<u64>,
+    /// Honor the client's `Cache-Control` request directives (`max-age`, `min-fresh`,
+    /// `max-stale`, `no-cache`, `no-store`, `only-if-cached`; RFC 9111 §5.2.1). Default false:
+    /// a shared cache may ignore them, and any client could otherwise force origin fetches.
+    pub request_directives: Option<bool>,
+    /// Targeted cache-control fields (RFC 9213) that, when present, govern this edge instead
+    /// of `Cache-Control`/`Expires` and are not forwarded; first present one wins. Header
+    /// names, default `["CDN-Cache-Control"]`, `[]` turns targeted fields off.
+    pub targeted_fields: Option<Vec<String>>,
 }
 
 /// `cache_key_query` as written: `"all"`, `"none"`, or `["name", ...]`.
@@ -347,6 +365,8 @@ pub struct Route {
     pub cache_key_query: KeyQuery,
     /// Signed URLs required: the keys that verify them.
     pub signed: Option<std::sync::Arc<crate::signing::UrlVerifier>>,
+    /// HTTP caching choices left to the cache (the `store_any_status` … keys).
+    pub semantics: crate::rfc::Semantics,
 }
 
 /// Which query parameters are part of a route's cache key.
@@ -444,6 +464,11 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "cache_key_query",
             "signed_urls",
             "signing_keys_env",
+            "store_any_status",
+            "heuristic_percent",
+            "heuristic_max_secs",
+            "request_directives",
+            "targeted_fields",
         ],
         "admin" => &["listen", "token_env"],
         _ => &[],
@@ -945,6 +970,36 @@ impl RawConfig {
             } else {
                 None
             };
+            let percent = c.range(&key("heuristic_percent"), r.heuristic_percent, 0, 0, 100);
+            let heuristic_max = secs(
+                &mut c,
+                "heuristic_max_secs",
+                r.heuristic_max_secs,
+                crate::rfc::DEFAULT_HEURISTIC_MAX_SECS,
+            );
+            let semantics = crate::rfc::Semantics {
+                store_any_status: r.store_any_status.unwrap_or(false),
+                heuristic: (percent > 0).then(|| crate::rfc::Heuristic {
+                    percent: u32::try_from(percent).unwrap_or(100),
+                    max: heuristic_max,
+                }),
+                request_directives: r.request_directives.unwrap_or(false),
+                targeted: match r.targeted_fields {
+                    None => vec![http::header::HeaderName::from_static(
+                        crate::rfc::DEFAULT_TARGETED_FIELD,
+                    )],
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|n| match http::header::HeaderName::try_from(n.as_str()) {
+                            Ok(h) => Some(h),
+                            Err(_) => {
+                                c.err(key("targeted_fields"), format!("not a header name: {n:?}"));
+                                None
+                            }
+                        })
+                        .collect(),
+                },
+            };
             let Some(prefix) = prefix else { continue };
             routes.push(Route {
                 prefix,
@@ -955,6 +1010,7 @@ impl RawConfig {
                 client_max_age: (!cma.is_zero()).then_some(cma),
                 cache_key_query,
                 signed,
+                semantics,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -1082,6 +1138,41 @@ mod tests {
         assert!(e
             .to_string()
             .contains("t.toml: cache.memory.max_capacity: must be > 0"));
+    }
+
+    #[test]
+    fn http_semantics_route_keys() {
+        let c = EdgeConfig::load(None, &Overrides::default()).unwrap(); // unwrap: test-only
+        let media = &c.route("/media/x").unwrap().semantics; // unwrap: test-only
+        assert!(!media.store_any_status && !media.request_directives);
+        assert!(media.heuristic.is_none());
+        assert_eq!(media.targeted, ["cdn-cache-control"]);
+        let c = RawConfig::parse(
+            "t.toml",
+            "[[route]]\nprefix = \"/\"\nstore_any_status = true\nheuristic_percent = 10\n\
+             request_directives = true\ntargeted_fields = [\"Edge-CC\", \"CDN-Cache-Control\"]\n",
+        )
+        .unwrap() // unwrap: test-only
+        .validate("t.toml")
+        .unwrap(); // unwrap: test-only
+        let s = &c.route("/x").unwrap().semantics; // unwrap: test-only
+        assert!(s.store_any_status && s.request_directives);
+        let h = s.heuristic.unwrap(); // unwrap: test-only
+        assert_eq!((h.percent, h.max), (10, Duration::from_secs(86_400)));
+        assert_eq!(s.targeted, ["edge-cc", "cdn-cache-control"]);
+        let e = RawConfig::parse(
+            "t.toml",
+            "[[route]]\nprefix = \"/\"\nheuristic_percent = 101\ntargeted_fields = [\"a b\"]\n",
+        )
+        .unwrap() // unwrap: test-only
+        .validate("t.toml")
+        .unwrap_err();
+        let keys: Vec<_> = e.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["route[0].heuristic_percent", "route[0].targeted_fields"],
+            "{e}"
+        );
     }
 
     #[test]

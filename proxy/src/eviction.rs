@@ -223,6 +223,16 @@ impl DiskLru {
             .collect()
     }
 
+    /// Hashes stored for exactly `url` (every variant of it).
+    pub fn hashes_of_url(&self, url: &str) -> Vec<String> {
+        self.lock()
+            .map
+            .iter()
+            .filter(|(_, s)| s.url == url)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
     /// (entries, bytes) currently indexed.
     pub fn totals(&self) -> (u64, u64) {
         let g = self.lock();

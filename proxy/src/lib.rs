@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: flat TOML (`config/edge.toml`) → validated [`config::EdgeConfig`].
 //! - [`server`]: builds the pingora `Server` (listeners, origin health checks, admin).
-//! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long.
+//! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long;
+//!   [`rfc`]: the HTTP caching rules (RFC 9111, RFC 9213) policy and hooks apply.
 //! - [`connection`]: the HTTP/1 connection loop (pipelining, request head deadline).
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
@@ -21,6 +22,7 @@ pub mod eviction;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
+pub mod rfc;
 pub mod server;
 pub mod service;
 pub mod signing;

@@ -1,10 +1,12 @@
 //! Cache policy: which requests may use the cache, which responses are stored and for how
 //! long, and what the client sees in `Cache-Control`/`Expires`/`X-Cache-Status`.
 //!
-//! Freshness follows the origin (RFC 9111: `s-maxage`, `max-age`, then `Expires`); the
-//! route's `default_ttl` applies only when the origin gives none (nginx `proxy_cache_valid`).
-//! Never stored: non-200 responses, `private`, `no-store`, `Set-Cookie`, and responses to
-//! requests with `Authorization` unless the response is `public`.
+//! Freshness follows the origin (RFC 9111: `s-maxage`, `max-age`, then `Expires − Date`,
+//! with the response's age counted, see [`crate::rfc`]); the route's `default_ttl` applies
+//! only when the origin gives none (nginx `proxy_cache_valid`). Never stored: `private`,
+//! `no-store`, `Set-Cookie`, `Vary: *`, responses to requests with `Authorization` unless the
+//! response allows it, and statuses other than 200 unless the route opts in
+//! ([`response_cacheable_at`]).
 //!
 //! Also the request-side rules the edge enforces before anything is looked up: which unsafe
 //! responses invalidate the stored URL (RFC 9111 §4.4), the `Host` an HTTP/1.1 request must
@@ -12,9 +14,11 @@
 //! `deny` route is matched against.
 
 use crate::config::Route;
+use crate::rfc::directives;
+use crate::rfc::freshness::{self, Exchange};
 use http::{header, HeaderValue, Method};
-use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
-use pingora::cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora::cache::cache_control::InterpretCacheControl;
+use pingora::cache::filters::calculate_serve_stale_durations;
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::cell::RefCell;
@@ -192,44 +196,116 @@ pub fn normalized_path(path: &str) -> String {
     path
 }
 
-/// Decide whether `resp` (to `req`) is stored, and build its [`CacheMeta`].
+/// Decide whether `resp` (to `req`) is stored, and build its [`CacheMeta`], as if it had
+/// just arrived with no delay (see [`response_cacheable_at`]).
 pub fn response_cacheable(
     route: &Route,
     req: &RequestHeader,
     resp: &ResponseHeader,
 ) -> RespCacheable {
+    let now = SystemTime::now();
+    let ex = Exchange {
+        request_time: now,
+        response_time: now,
+    };
+    response_cacheable_at(route, req, resp, ex)
+}
+
+/// Decide whether `resp` (to `req`, exchanged at `ex`) is stored, and build its
+/// [`CacheMeta`] (RFC 9111 §3, §4.2, §5.2.2):
+///
+/// - never stored: interim, partial and 304 responses, `Vary: *`, `private`, `no-store`
+///   (unless `must-understand` and the status is understood), a status not understood with
+///   `must-understand`, `Set-Cookie` (an edge choice: per-user state), and responses to
+///   requests with `Authorization` unless `public`, `s-maxage` or `must-revalidate` (§3.5);
+/// - freshness: explicit (`s-maxage`, `max-age`, `Expires − Date`, see
+///   [`freshness::lifetime`]), else the route's heuristic for heuristically cacheable
+///   statuses, else the route's `default_ttl` for a 200; a non-200 is stored only with the
+///   route's `store_any_status` and explicit freshness, or a heuristic one;
+/// - age: the meta's timestamp is the response's epoch, so `Age` is the RFC's current age;
+/// - `must-revalidate`, `proxy-revalidate`, `s-maxage` and `no-cache` forbid serving stale;
+/// - `private="f"` / `no-cache="f"` fields are dropped from the stored header.
+pub fn response_cacheable_at(
+    route: &Route,
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    ex: Exchange,
+) -> RespCacheable {
     use RespCacheable::{Cacheable, Uncacheable};
-    if resp.status.as_u16() != 200 {
-        return Uncacheable(NoCacheReason::OriginNotCache);
+    let no = Uncacheable(NoCacheReason::OriginNotCache);
+    let status = resp.status.as_u16();
+    if !directives::final_complete(status) {
+        return no;
     }
     if resp.headers.contains_key(header::SET_COOKIE) {
-        return Uncacheable(NoCacheReason::OriginNotCache);
+        return no;
     }
-    let cc = CacheControl::from_resp_headers(resp);
-    if cc.as_ref().is_some_and(|c| c.private() || c.no_store()) {
-        return Uncacheable(NoCacheReason::OriginNotCache);
+    // `Vary: *` never matches a later request (RFC 9111 §4.1): storing it is pointless.
+    if crate::rfc::vary::is_star(&resp.headers) {
+        return no;
     }
-    if req.headers.contains_key(header::AUTHORIZATION) && !cc.as_ref().is_some_and(|c| c.public()) {
-        return Uncacheable(NoCacheReason::OriginNotCache);
+    let sem = &route.semantics;
+    // RFC 9213: a targeted field present replaces Cache-Control and Expires for this edge.
+    let (cc, field) = sem.cache_control(resp);
+    let targeted = field != header::CACHE_CONTROL;
+    let must_understand = cc.as_ref().is_some_and(|c| c.has_key("must-understand"));
+    if must_understand && !directives::understood(status) {
+        return no;
     }
-    let now = SystemTime::now();
+    if cc
+        .as_ref()
+        .is_some_and(|c| c.private() || (c.no_store() && !must_understand))
+    {
+        return no;
+    }
+    if req.headers.contains_key(header::AUTHORIZATION)
+        && !cc
+            .as_ref()
+            .is_some_and(|c| c.allow_caching_authorized_req())
+    {
+        return no;
+    }
+    let mut without_expires;
+    let freshness_headers = if targeted {
+        without_expires = resp.headers.clone();
+        without_expires.remove(header::EXPIRES);
+        &without_expires
+    } else {
+        &resp.headers
+    };
+    let lifetime = match freshness::lifetime(cc.as_ref(), field, freshness_headers, ex) {
+        Some(l) if status == 200 || sem.store_any_status => l,
+        Some(_) => return no,
+        None => match sem
+            .heuristic
+            .filter(|_| directives::heuristically_cacheable(status))
+            .and_then(|h| freshness::heuristic(&resp.headers, ex, h))
+        {
+            Some(l) => l,
+            None if status == 200 => route.default_ttl,
+            None => return no,
+        },
+    };
+    let age = freshness::initial_age(&resp.headers, ex);
+    let (epoch, fresh_until) = freshness::meta_times(age, lifetime, ex);
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    // A defaults table that knows no status: freshness then comes only from the origin's
-    // headers, and we apply the route's default TTL ourselves when there is none.
-    let no_defaults = CacheMetaDefaults::new(
+    let defaults = CacheMetaDefaults::new(
         |_| None,
         secs(route.stale_while_revalidate),
         secs(route.stale_if_error),
     );
-    let fresh_until = calculate_fresh_until(now, cc.as_ref(), resp, false, &no_defaults)
-        .unwrap_or_else(|| now + route.default_ttl);
-    let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &no_defaults);
-    // Drop `Cache-Control: private="field"` headers like pingora's resp_cacheable does.
+    let (swr, sie) = if cc.as_ref().is_some_and(|c| c.no_cache()) {
+        // Every use needs a successful validation (§5.2.2.4): stale never goes out.
+        (0, 0)
+    } else {
+        calculate_serve_stale_durations(cc.as_ref(), &defaults)
+    };
     let mut stored = resp.clone();
     if let Some(c) = &cc {
         c.strip_private_headers(&mut stored);
     }
-    Cacheable(CacheMeta::new(fresh_until, now, swr, sie, stored))
+    sem.strip_targeted(&mut stored);
+    Cacheable(CacheMeta::new(fresh_until, epoch, swr, sie, stored))
 }
 
 /// The `X-Cache-Status` value for a cache phase (nginx `$upstream_cache_status` names).
@@ -302,6 +378,7 @@ mod tests {
             client_max_age: None,
             cache_key_query: crate::config::KeyQuery::All,
             signed: None,
+            semantics: Default::default(),
         }
     }
 
@@ -411,6 +488,20 @@ mod tests {
             panic!("should cache")
         };
         assert!(m.fresh_until() <= SystemTime::now() + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn interim_partial_and_not_modified_never_stored() {
+        let mut r = route();
+        r.semantics.store_any_status = true;
+        for status in [100, 103, 206, 304] {
+            let mut resp = ResponseHeader::build(status, None).unwrap(); // unwrap: test-only
+            resp.append_header("cache-control", "max-age=600").unwrap(); // unwrap: test-only
+            assert!(
+                !response_cacheable(&r, &req(false), &resp).is_cacheable(),
+                "{status}"
+            );
+        }
     }
 
     #[test]

@@ -11,17 +11,17 @@ use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::METRICS;
 use crate::policy;
+use crate::rfc;
 use crate::signing;
 use crate::storage::memory::HotMeta;
 use crate::storage::{cache_key, FreshHit, TieredStorage};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::cache::cache_control::CacheControl;
-use pingora::cache::key::CacheKey;
+use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::CacheKeyLockImpl;
-use pingora::cache::storage::{PurgeTarget, PurgeType};
-use pingora::cache::{CacheOptionOverrides, RespCacheable, Storage};
-use pingora::http::ResponseHeader;
+use pingora::cache::{CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
@@ -105,24 +105,11 @@ impl Edge {
     /// Remove the stored response for this request's cache key, every variant the key
     /// covers (the same key the cache stores it under).
     async fn invalidate(&self, session: &Session, ctx: &mut EdgeCtx) {
-        let key = match self.cache_key_callback(session, ctx) {
-            Ok(k) => k.to_compact(),
-            Err(e) => {
-                tracing::warn!(error = %e, "no cache key to invalidate");
-                return;
+        match self.cache_key_callback(session, ctx) {
+            Ok(key) => {
+                self.storage.purge_key(&key).await;
             }
-        };
-        let span = pingora::cache::trace::Span::inactive();
-        if let Err(e) = self
-            .storage
-            .purge(
-                PurgeTarget::Active(&key),
-                PurgeType::Invalidation,
-                &span.handle(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "invalidation after an unsafe request failed");
+            Err(e) => tracing::warn!(error = %e, "no cache key to invalidate"),
         }
     }
 }
@@ -197,6 +184,7 @@ impl Edge {
             || !policy::request_cacheable(req)
             || req.headers.contains_key(http::header::RANGE)
             || req.headers.contains_key(http::header::IF_RANGE)
+            || (route.semantics.request_directives && rfc::request::any(req))
         {
             return Ok(false);
         }
@@ -321,6 +309,10 @@ fn hit_shape(session: &Session, hot: &HotMeta, body_len: u64) -> Option<(bool, b
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if stored.status != http::StatusCode::OK || declared != Some(body_len) {
+        return None;
+    }
+    // The primary slot holds one variant; another one is pingora's lookup to find.
+    if rfc::vary::variance(&stored.headers, &session.req_header().headers) != hot.variance() {
         return None;
     }
     // Only ETag / Last-Modified of the stored header take part in the match.
@@ -452,6 +444,13 @@ pub struct EdgeCtx {
     backend: Option<Backend>,
     /// `exp` of a verified signed URL (routes with `signed_urls`).
     signed_exp: Option<u64>,
+    /// When the request went upstream (RFC 9111 §4.2.3 `request_time`).
+    request_time: Option<SystemTime>,
+    /// The header fields of the origin's 304 to a revalidation, for `response_cache_filter`
+    /// to update the stored header with (pingora's merge keeps only a few of them).
+    not_modified: Option<http::HeaderMap>,
+    /// The request's `Cache-Control` directives, on routes that honor them.
+    req_directives: Option<rfc::request::Directives>,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -550,15 +549,28 @@ impl ProxyHttp for Edge {
         peer.options.connection_timeout = Some(self.config.upstream.connect_timeout);
         peer.options.read_timeout = Some(self.config.upstream.read_timeout);
         ctx.upstream_start = Some(Instant::now());
+        ctx.request_time = Some(SystemTime::now());
         Ok(Box::new(peer))
     }
 
-    /// Enable the cache for GET/HEAD on `cache` routes.
+    /// Enable the cache for GET/HEAD on `cache` routes (not for a request with `no-store`
+    /// on routes that honor request directives).
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<()> {
         let cacheable_route = ctx
             .route
             .as_ref()
             .is_some_and(|r| r.mode == RouteMode::Cache);
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.semantics.request_directives)
+        {
+            ctx.req_directives = rfc::request::parse(session.req_header());
+            if ctx.req_directives.is_some_and(|d| d.no_store) {
+                // Neither this request nor its response is stored (RFC 9111 §5.2.1.5).
+                return Ok(());
+            }
+        }
         if cacheable_route && policy::request_cacheable(session.req_header()) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.config.cache.lock_wait_timeout);
@@ -584,6 +596,17 @@ impl ProxyHttp for Edge {
         )))
     }
 
+    /// The variance of this request against the stored (or about to be stored) response's
+    /// `Vary` (RFC 9111 §4.1); pingora then looks up / stores the variant under it.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut EdgeCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        rfc::vary::variance(&meta.response_header().headers, &req.headers)
+    }
+
     fn response_cache_filter(
         &self,
         session: &Session,
@@ -594,6 +617,21 @@ impl ProxyHttp for Edge {
             return Ok(RespCacheable::Uncacheable(
                 pingora::cache::NoCacheReason::NeverEnabled,
             ));
+        };
+        let response_time = SystemTime::now();
+        let ex = rfc::freshness::Exchange {
+            request_time: ctx.request_time.unwrap_or(response_time),
+            response_time,
+        };
+        // After a 304, `resp` is pingora's merge of it into the stored header; the stored
+        // header takes every field the 304 carries instead (RFC 9111 §3.2, §4.3.4).
+        let updated;
+        let resp = match ctx.not_modified.take() {
+            Some(nm) => {
+                updated = rfc::directives::updated_by_304(resp, &nm, response_time);
+                &updated
+            }
+            None => resp,
         };
         if route.signed.is_some() {
             // The origin marks signed media private (no shared cache may hand them to whoever
@@ -606,18 +644,48 @@ impl ProxyHttp for Edge {
                     http::header::CACHE_CONTROL,
                     format!("public, max-age={}, immutable", route.default_ttl.as_secs()),
                 )?;
-                return Ok(policy::response_cacheable(
+                return Ok(policy::response_cacheable_at(
                     route,
                     session.req_header(),
                     &own,
+                    ex,
                 ));
             }
         }
-        Ok(policy::response_cacheable(
+        Ok(policy::response_cacheable_at(
             route,
             session.req_header(),
             resp,
+            ex,
         ))
+    }
+
+    /// The client's request directives narrow or widen what a stored response may answer,
+    /// on routes that honor them (see [`rfc::request`]).
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut EdgeCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(ctx
+            .req_directives
+            .and_then(|d| d.hit(meta, SystemTime::now())))
+    }
+
+    /// `only-if-cached` never reaches the origin: 504 (RFC 9111 §5.2.1.7).
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut EdgeCtx,
+    ) -> Result<bool> {
+        if ctx.req_directives.is_some_and(|d| d.only_if_cached) {
+            respond_empty(session, 504).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// The peer could not be reached: skipped until the next health check says otherwise.
@@ -650,9 +718,21 @@ impl ProxyHttp for Edge {
         if let Some(b) = &ctx.backend {
             self.observed.record(b, true);
         }
+        // Hop-by-hop fields are neither stored nor forwarded (RFC 9110 §7.6.1); a 101 keeps
+        // its `Upgrade`/`Connection`, which pingora needs to switch protocols.
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            rfc::directives::strip_connection_fields(resp);
+        }
+        if resp.status == http::StatusCode::NOT_MODIFIED && ctx.cache_enabled {
+            ctx.not_modified = Some(resp.headers.clone());
+        }
         if ctx.invalidate && policy::invalidating_status(resp.status) {
             ctx.invalidate = false;
             self.invalidate(session, ctx).await;
+            // Same-origin Location / Content-Location too (RFC 9111 §4.4).
+            for url in rfc::invalidation::also_invalidated(session.req_header(), resp) {
+                self.storage.purge_url(&url).await;
+            }
         }
         Ok(())
     }
@@ -718,6 +798,10 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
         resp.insert_header("x-cache-status", ctx.status)?;
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.mode == RouteMode::Cache) {
+            // Targeted cache-control fields are for this edge only (RFC 9213).
+            route.semantics.strip_targeted(resp);
+        }
         if let Some(route) = ctx.route.as_ref() {
             client_freshness(resp, route, ctx.signed_exp)?;
         }

@@ -9,6 +9,7 @@ use crate::metrics::METRICS;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use pingora::cache::key::HashBinary;
 use pingora::cache::CacheMeta;
 use pingora::http::ResponseHeader;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +18,11 @@ use std::time::SystemTime;
 
 /// The parts of a [`CacheMeta`] a hit needs, kept parsed so a memory hit rebuilds the meta
 /// with [`CacheMeta::new`] instead of decompressing and parsing the stored header (a few
-/// percent of a small hit). Not kept: variance (unused here), epoch override, and the
-/// created/provenance timestamps, which become the last update time; freshness and `Age` are
-/// computed from that update time, so they are unchanged.
+/// percent of a small hit). Not kept: epoch override, and the created/provenance timestamps,
+/// which become the last update time; freshness and `Age` are computed from that update
+/// time, so they are unchanged. A variant (a meta with a variance, see [`crate::rfc::vary`])
+/// keeps its serialized meta instead: pingora matches variants on the variance and on
+/// `created` against the primary's provenance, which must survive a memory hit exactly.
 #[derive(Debug)]
 pub struct HotMeta {
     fresh_until: SystemTime,
@@ -27,6 +30,9 @@ pub struct HotMeta {
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
     header: ResponseHeader,
+    variance: Option<HashBinary>,
+    /// The serialized (internal, header) meta of a variant; `None` for plain entries.
+    variant: Option<Box<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl HotMeta {
@@ -38,7 +44,17 @@ impl HotMeta {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             header: meta.response_header_copy(),
+            variance: meta.variance(),
+            variant: meta
+                .variance()
+                .and_then(|_| meta.serialize().ok())
+                .map(Box::new),
         }
+    }
+
+    /// The variance of the stored response (`None`: it varies on nothing).
+    pub fn variance(&self) -> Option<HashBinary> {
+        self.variance
     }
 
     /// Whether the entry is fresh at `now` (same rule as [`CacheMeta::is_fresh`]).
@@ -58,6 +74,13 @@ impl HotMeta {
 
     /// A fresh [`CacheMeta`] equal to the captured one for serving purposes.
     pub fn to_meta(&self) -> CacheMeta {
+        if let Some(m) = self
+            .variant
+            .as_ref()
+            .and_then(|v| CacheMeta::deserialize(&v.0, &v.1).ok())
+        {
+            return m;
+        }
         CacheMeta::new(
             self.fresh_until,
             self.updated,
@@ -182,6 +205,15 @@ impl MemoryTier {
         self.cache
             .iter()
             .filter(|(_, v)| v.url.starts_with(prefix))
+            .map(|(k, _)| (*k).clone())
+            .collect()
+    }
+
+    /// Hashes of entries stored for exactly `url` (every variant of it).
+    pub fn hashes_of_url(&self, url: &str) -> Vec<String> {
+        self.cache
+            .iter()
+            .filter(|(_, v)| v.url == url)
             .map(|(k, _)| (*k).clone())
             .collect()
     }

@@ -256,9 +256,27 @@ impl TieredStorage {
         in_mem || on_disk
     }
 
-    /// Invalidate one URL in both tiers; returns whether anything was stored.
+    /// Invalidate one URL in both tiers, every variant of it (the primary slot and each
+    /// variance-keyed entry recorded under the same URL); returns whether anything was stored.
     pub async fn purge_url(&'static self, url: &str) -> bool {
-        self.remove_hash(hash_hex(&cache_key(url))).await
+        self.purge_key(&cache_key(url)).await
+    }
+
+    /// Invalidate `key` in both tiers, every variant of it: its own entry and every entry
+    /// recorded under its primary key (pingora's `Storage::purge` gets only the hash, which
+    /// names one variant). Returns whether anything was stored.
+    pub async fn purge_key(&'static self, key: &CacheKey) -> bool {
+        let url = String::from_utf8_lossy(key.primary_key());
+        let mut hashes = self.memory.hashes_of_url(&url);
+        hashes.extend(self.disk.lru.hashes_of_url(&url));
+        hashes.push(hash_hex(key));
+        hashes.sort();
+        hashes.dedup();
+        let mut any = false;
+        for h in hashes {
+            any |= self.remove_hash(h).await;
+        }
+        any
     }
 
     /// Invalidate every stored URL starting with `prefix`; returns how many were removed.
