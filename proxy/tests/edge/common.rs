@@ -313,6 +313,10 @@ impl Drop for EdgeProc {
 
 pub const ADMIN_TOKEN: &str = "test-token";
 
+/// Media signing key every spawned edge gets in `KOMORA_MEDIA_SIGNING_KEYS`, so configs with
+/// `signed_urls` routes (the shipped ones) start; routes without it ignore the variable.
+pub const TEST_SIGNING_KEY: &str = "test-media-signing-key-0123456789abcdef";
+
 /// Spawn the edge binary. `config` is extra TOML written to a file next to the cache dir
 /// (`None`: run without any config file, flags only).
 pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) -> EdgeProc {
@@ -325,6 +329,7 @@ pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) ->
         .arg("--cache-dir")
         .arg(cache_dir)
         .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("KOMORA_MEDIA_SIGNING_KEYS", TEST_SIGNING_KEY)
         .stdin(Stdio::null());
     let mut admin = None;
     if let Some(extra) = config {
