@@ -611,7 +611,8 @@ async fn serve_binds_the_internal_listener_from_the_config() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{public}\"\ninternal_listen = \"127.0.0.1:{internal}\"\n\
-             [database]\nurl = \"sqlite://{0}/o.db\"\n[media]\nstore_url = \"file://{0}/m\"\n",
+             [database]\nurl = \"sqlite://{0}/o.db\"\n[media]\nstore_url = \"file://{0}/m\"\n\
+             signed_urls = false\n",
             dir.path().display()
         ),
     )

@@ -116,7 +116,8 @@ both_backends!(
 
         let store_: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
-        let app = serve_app(&t.db, &cfg, store_).await;
+        // The queue admin API lives on the internal listener.
+        let app = serve_internal(&t.db, &cfg, store_).await;
         let (_, admin) = komora_origin::store::api_keys::create(&t.db, "ops", true)
             .await
             .unwrap();
