@@ -20,7 +20,9 @@ use pingora::cache::cache_control::CacheControl;
 use pingora::cache::key::CacheKey;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::storage::{PurgeTarget, PurgeType};
-use pingora::cache::{CacheOptionOverrides, RespCacheable, Storage};
+use pingora::cache::{
+    CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable, Storage,
+};
 use pingora::http::ResponseHeader;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
@@ -124,6 +126,95 @@ impl Edge {
         {
             tracing::warn!(error = %e, "invalidation after an unsafe request failed");
         }
+    }
+}
+
+/// What a background fill's subrequest carries for its parent (see
+/// [`Edge::fill_in_background`]): dropped or sent once the subrequest knows whether it writes
+/// the cache or reads it.
+struct FillRoleKnown(Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Tell a background fill's parent that this subrequest is past its cache lookup.
+fn background_fill_role_known(session: &mut Session) {
+    let known = session
+        .subrequest_ctx
+        .as_mut()
+        .and_then(|c| c.user_ctx_mut())
+        .and_then(|u| u.downcast_mut::<FillRoleKnown>())
+        .and_then(|k| k.0.take());
+    if let Some(tx) = known {
+        let _ = tx.send(());
+    }
+}
+
+impl Edge {
+    /// An HTTP/2 cold miss on a cache route: run the fill as a pingora subrequest whose
+    /// output nobody paces, and let this request read it like any other reader of a fill.
+    ///
+    /// Why: pingora's HTTP/2 downstream writes wait for the client's flow-control window
+    /// inside its proxy loop (HTTP/2 sessions have no cancel-safe proxy tasks, unlike the
+    /// HTTP/1 ones `request_cache_filter` enables), so a filling HTTP/2 client that reads
+    /// slowly would stop the origin read, and with it every reader of the fill. The
+    /// subrequest is a whole request of its own through this proxy (same URL and headers,
+    /// without `Range` and conditionals, so it fetches the full object); its output is
+    /// drained. This request waits until the subrequest has taken the cache lock (or found
+    /// the object), then looks the key up: it waits on that lock and reads the fill at its
+    /// own pace, so the origin is still asked once. Bounded by `cache.lock_wait_timeout_ms`;
+    /// anything unusual (no subrequest, a failed one) leaves this request on pingora's
+    /// usual path.
+    async fn fill_in_background(&self, session: &mut Session, ctx: &mut EdgeCtx) {
+        let Some(route) = ctx.route.as_deref() else {
+            return;
+        };
+        let req = session.req_header();
+        if session.subrequest_spawner.is_none()
+            || route.mode != RouteMode::Cache
+            || req.method != http::Method::GET
+            || !policy::request_cacheable(req)
+        {
+            return;
+        }
+        let Some(host) = req.uri.authority().map(|a| a.as_str().to_owned()) else {
+            return;
+        };
+        let key = cache_key(&cache_key_url(Some(route), path_and_query(session)));
+        if self.storage.can_serve(&key) {
+            return;
+        }
+        // The subrequest is built from this request's head in HTTP/1.1 form: the full
+        // object, unconditionally, for the same host.
+        let own = session.req_header().clone();
+        let sub_head = session.req_header_mut();
+        sub_head.set_version(http::Version::HTTP_11);
+        for h in [
+            http::header::RANGE,
+            http::header::IF_RANGE,
+            http::header::IF_NONE_MATCH,
+            http::header::IF_MODIFIED_SINCE,
+        ] {
+            sub_head.remove_header(&h);
+        }
+        if sub_head.insert_header(http::header::HOST, host).is_err() {
+            *session.req_header_mut() = own;
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sub_ctx = pingora::proxy::subrequest::Ctx::builder()
+            .user_ctx(Box::new(FillRoleKnown(Some(tx))))
+            .build();
+        let prepared = session
+            .subrequest_spawner
+            .as_ref()
+            .map(|s| s.create_subrequest(session.as_downstream(), sub_ctx));
+        *session.req_header_mut() = own;
+        let Some((sub, handle)) = prepared else {
+            return;
+        };
+        handle.drain_tasks();
+        tokio::spawn(sub.run());
+        ctx.filled_in_background = true;
+        // Err: the subrequest ended first or never got that far; either way, go on.
+        let _ = tokio::time::timeout(self.config.cache.lock_wait_timeout, rx).await;
     }
 }
 
@@ -452,6 +543,8 @@ pub struct EdgeCtx {
     backend: Option<Backend>,
     /// `exp` of a verified signed URL (routes with `signed_urls`).
     signed_exp: Option<u64>,
+    /// This cold miss's fill runs as a background subrequest this request reads from.
+    filled_in_background: bool,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -515,6 +608,7 @@ impl ProxyHttp for Edge {
         if self.serve_memory_hit(session, ctx).await? {
             return Ok(true);
         }
+        self.fill_in_background(session, ctx).await;
         // Only cache routes store anything to invalidate.
         ctx.invalidate = ctx
             .route
@@ -551,6 +645,32 @@ impl ProxyHttp for Edge {
         peer.options.read_timeout = Some(self.config.upstream.read_timeout);
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    /// HTTP/2 requests may start their cold fill as a subrequest ([`Edge::fill_in_background`]).
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &EdgeCtx) -> bool {
+        self.config.cache.streaming_fill && session.as_downstream().is_http2()
+    }
+
+    /// This request writes the cache: a background fill's parent may go on (it then waits on
+    /// the lock this request holds and reads the fill).
+    fn cache_miss(&self, session: &mut Session, _ctx: &mut EdgeCtx) {
+        session.cache.cache_miss();
+        background_fill_role_known(session);
+    }
+
+    /// This request reads what is stored or being filled: a background fill's parent may go
+    /// on and read it too.
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        _ctx: &mut EdgeCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        background_fill_role_known(session);
+        Ok(None)
     }
 
     /// Enable the cache for GET/HEAD on `cache` routes.
@@ -717,6 +837,10 @@ impl ProxyHttp for Edge {
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
+        if ctx.filled_in_background && ctx.status == "HIT" {
+            // It reads the fill its own request started: for the client, a miss.
+            ctx.status = "MISS";
+        }
         resp.insert_header("x-cache-status", ctx.status)?;
         if let Some(route) = ctx.route.as_ref() {
             client_freshness(resp, route, ctx.signed_exp)?;
@@ -791,6 +915,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
+        if session.subrequest_ctx.is_some() {
+            // A background fill: its parent request is the one counted.
+            return;
+        }
         METRICS.request(ctx.status);
         if session.cache.lock_duration().is_some() {
             METRICS.lock_waits.inc();
