@@ -520,3 +520,56 @@ impl ServerApp for EdgeApp {
         self.proxy.http_cleanup().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_head(len: u32, kind: u8, flags: u8) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 1]
+    }
+
+    /// Feed `bytes` one at a time, as a trickling client would send them.
+    fn feed_bytewise(scan: &mut H2Scan, bytes: &[u8]) {
+        for b in bytes {
+            scan.feed(std::slice::from_ref(b));
+        }
+    }
+
+    #[test]
+    fn h2_scan_follows_header_blocks_across_reads() {
+        let mut scan = H2Scan::new();
+        // From the accept until the first header block ends, a head is in progress.
+        feed_bytewise(&mut scan, &[0; H2_PREFACE_LEN]);
+        assert!(scan.in_head());
+        feed_bytewise(&mut scan, &frame_head(6, 0x4, 0)); // SETTINGS
+        feed_bytewise(&mut scan, &[0; 6]);
+        assert!(scan.in_head());
+        feed_bytewise(&mut scan, &frame_head(3, H2_HEADERS, 0));
+        feed_bytewise(&mut scan, &[1, 2, 3]);
+        feed_bytewise(&mut scan, &frame_head(2, H2_CONTINUATION, H2_END_HEADERS));
+        assert!(
+            scan.in_head(),
+            "the block ends with its last frame's payload"
+        );
+        scan.feed(&[4, 5]);
+        assert!(!scan.in_head());
+
+        // Other frames, even with END_HEADERS' bit set, start no head.
+        scan.feed(&frame_head(4, 0x0, H2_END_HEADERS | 0x1)); // DATA
+        scan.feed(&[0; 4]);
+        assert!(!scan.in_head());
+        // A later block: in progress from its HEADERS frame until END_HEADERS.
+        let mut later = frame_head(0, H2_HEADERS, 0);
+        later.extend(frame_head(1, H2_CONTINUATION, 0));
+        later.push(9);
+        scan.feed(&later);
+        assert!(scan.in_head());
+        let mut end = frame_head(0, H2_CONTINUATION, H2_END_HEADERS);
+        end.extend(frame_head(2, H2_HEADERS, H2_END_HEADERS));
+        end.extend([1, 2]);
+        scan.feed(&end);
+        assert!(!scan.in_head(), "two blocks in one read");
+    }
+}
