@@ -147,6 +147,15 @@ fn background_fill_role_known(session: &mut Session) {
     }
 }
 
+/// Whether this session is a background fill's subrequest.
+fn is_background_fill(session: &Session) -> bool {
+    session
+        .subrequest_ctx
+        .as_ref()
+        .and_then(|c| c.user_ctx())
+        .is_some_and(|u| u.is::<FillRoleKnown>())
+}
+
 impl Edge {
     /// An HTTP/2 cold miss on a cache route: run the fill as a pingora subrequest whose
     /// output nobody paces, and let this request read it like any other reader of a fill.
@@ -159,7 +168,9 @@ impl Edge {
     /// without `Range` and conditionals, so it fetches the full object); its output is
     /// drained. This request waits until the subrequest has taken the cache lock (or found
     /// the object), then looks the key up: it waits on that lock and reads the fill at its
-    /// own pace, so the origin is still asked once. Bounded by `cache.lock_wait_timeout_ms`;
+    /// own pace, so the origin is still asked once. (A response that turns out not to be
+    /// cacheable is fetched by this request itself; the subrequest stops reading it.)
+    /// Waiting is bounded by `cache.lock_wait_timeout_ms`;
     /// anything unusual (no subrequest, a failed one) leaves this request on pingora's
     /// usual path.
     async fn fill_in_background(&self, session: &mut Session, ctx: &mut EdgeCtx) {
@@ -545,6 +556,8 @@ pub struct EdgeCtx {
     signed_exp: Option<u64>,
     /// This cold miss's fill runs as a background subrequest this request reads from.
     filled_in_background: bool,
+    /// A background fill stopped on purpose: its response is not cached (no error to log).
+    fill_dropped: bool,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -671,6 +684,11 @@ impl ProxyHttp for Edge {
     ) -> Result<Option<ForcedFreshness>> {
         background_fill_role_known(session);
         Ok(None)
+    }
+
+    /// A background fill stopped because its response is not cached is not an error.
+    fn suppress_error_log(&self, _session: &Session, ctx: &EdgeCtx, _error: &Error) -> bool {
+        ctx.fill_dropped
     }
 
     /// Enable the cache for GET/HEAD on `cache` routes.
@@ -815,11 +833,17 @@ impl ProxyHttp for Edge {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        _ctx: &mut EdgeCtx,
+        ctx: &mut EdgeCtx,
     ) -> Result<Option<Duration>> {
+        if !session.cache.enabled() && is_background_fill(session) {
+            // Not cached after all: nobody reads this body (the parent fetches its own).
+            ctx.fill_dropped = true;
+            return Error::e_explain(ErrorType::ConnectionClosed, "background fill not cached")
+                .map_err(|e| e.into_down());
+        }
         if let Some(b) = body {
             METRICS
                 .bytes_served

@@ -327,6 +327,38 @@ async fn cold_range_over_h2_is_a_206_and_the_whole_object_is_cached() {
     assert_eq!(origin.requests_for(path), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn uncacheable_cold_h2_response_is_served_and_read_once() {
+    let origin = Origin::start().await;
+    let size = 32 << 20;
+    let path = "/media/h2private";
+    let body = body_of(size, 94);
+    let sha = sha256_hex(&body);
+    origin.put(path, body, &[("cache-control", "no-store")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "");
+
+    for i in 1..=2 {
+        let r = tokio::time::timeout(
+            HANG,
+            h2_client()
+                .get(format!("https://localhost:{}{path}", tls.port()))
+                .send(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "request {i}");
+        assert_ne!(r.headers()["x-cache-status"], "HIT", "request {i}");
+        assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha, "request {i}");
+    }
+    // Nothing stored; each client's own fetch is the one read to its end (the background
+    // fill asked too, and stopped at the response head).
+    assert_eq!(origin.requests_for(path), 4);
+    assert_eq!(origin.state.completed.load(Ordering::SeqCst), 2);
+    assert!(entry_files(&dir.path().join("c")).is_empty());
+}
+
 /// Trickle `piece` to `conn` every 300 ms (up to ten times the 1 s deadline) and report
 /// whether the edge closed the connection meanwhile.
 async fn closed_while_trickling(conn: &mut RawH2, piece: &[u8]) -> bool {
