@@ -96,7 +96,9 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     /// Total time a client has to send a whole request head (request line and headers),
     /// counted from the connection's accept for its first request and from the first byte
-    /// for later ones; past it the edge answers 408 and closes (slow-header clients).
+    /// for later ones; past it the edge answers 408 and closes (slow-header clients). On
+    /// HTTP/2 it bounds the preface and first header block from accept, then each later
+    /// header block (HEADERS + CONTINUATION frames); past it the connection is closed.
     /// Seconds. Default 10 ([`DEFAULT_REQUEST_HEADER_TIMEOUT_SECS`]), range 1..=3600.
     pub request_header_timeout_secs: Option<u64>,
 }

@@ -3,7 +3,8 @@
 //!
 //! What it owns:
 //! - [`EdgeApp`]: the pingora [`ServerApp`] of the edge's listeners. HTTP/2 (ALPN `h2`) goes
-//!   to pingora's own loop unchanged; an HTTP/1.x connection runs the same keep-alive loop
+//!   to pingora's own loop with its stream in the same deadline wrapper (see below); an
+//!   HTTP/1.x connection runs the same keep-alive loop
 //!   pingora's would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
 //!   requests are answered in order, pingora's default closes after the first), and each
 //!   request head has a total deadline.
@@ -16,6 +17,12 @@
 //!   When it passes, the wrapper writes `408 Request Timeout` with `Connection: close`
 //!   (through TLS on TLS connections) and fails the read, so pingora closes the connection;
 //!   a connection that sent nothing at all is just closed.
+//! - On HTTP/2 the wrapper finds the heads itself ([`H2Scan`]: frame headers only, nothing
+//!   decoded), since the h2 library collects a header block (HEADERS plus CONTINUATION
+//!   frames) for as long as the client takes: the deadline runs from the accept until the
+//!   first header block is complete (preface included), and for later ones while a
+//!   HEADERS/CONTINUATION frame sequence is incomplete. When it passes, the read fails and
+//!   the connection is closed (RFC 9113 §5.4.1 lets an endpoint close without GOAWAY).
 
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -69,6 +76,96 @@ impl Phase {
     }
 }
 
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LEN: usize = 24;
+/// Frame types and the flag a header block ends with (RFC 9113 §6.2, §6.10).
+const H2_HEADERS: u8 = 0x1;
+const H2_CONTINUATION: u8 = 0x9;
+const H2_END_HEADERS: u8 = 0x4;
+
+/// Where an HTTP/2 client's byte stream is, as far as header blocks go: the connection
+/// preface, then frames of a 9-byte header and a payload whose length it names.
+#[derive(Debug)]
+struct H2Scan {
+    preface_left: usize,
+    /// Bytes of the current frame header read so far.
+    frame_head: [u8; 9],
+    frame_head_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    /// The current frame ends a header block once its payload is in.
+    ends_block: bool,
+    /// A header block has started and not ended.
+    in_block: bool,
+    /// The first header block of the connection is complete.
+    first_done: bool,
+}
+
+impl H2Scan {
+    fn new() -> Self {
+        H2Scan {
+            preface_left: H2_PREFACE_LEN,
+            frame_head: [0; 9],
+            frame_head_len: 0,
+            payload_left: 0,
+            ends_block: false,
+            in_block: false,
+            first_done: false,
+        }
+    }
+
+    /// Follow `data`, the next bytes the client sent.
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(data.len());
+                self.preface_left -= n;
+                data = &data[n..];
+            } else if self.payload_left > 0 {
+                let n = usize::try_from(self.payload_left)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.payload_left -= n as u64;
+                data = &data[n..];
+                if self.payload_left == 0 {
+                    self.frame_done();
+                }
+            } else {
+                let n = (9 - self.frame_head_len).min(data.len());
+                self.frame_head[self.frame_head_len..self.frame_head_len + n]
+                    .copy_from_slice(&data[..n]);
+                self.frame_head_len += n;
+                data = &data[n..];
+                if self.frame_head_len == 9 {
+                    self.frame_head_len = 0;
+                    let h = self.frame_head;
+                    self.payload_left = u64::from(u32::from_be_bytes([0, h[0], h[1], h[2]]));
+                    let header_frame = matches!(h[3], H2_HEADERS | H2_CONTINUATION);
+                    self.in_block |= header_frame;
+                    self.ends_block = header_frame && h[4] & H2_END_HEADERS != 0;
+                    if self.payload_left == 0 {
+                        self.frame_done();
+                    }
+                }
+            }
+        }
+    }
+
+    fn frame_done(&mut self) {
+        if self.ends_block {
+            self.ends_block = false;
+            self.in_block = false;
+            self.first_done = true;
+        }
+    }
+
+    /// Whether a head is being received: the first one of the connection (from the
+    /// accept), or a header block that has started.
+    fn in_head(&self) -> bool {
+        !self.first_done || self.in_block
+    }
+}
+
 /// A downstream stream with a total deadline on each request head (see the module docs).
 ///
 /// Cheap on the hot path: a head that arrives in one read (the usual case) never arms a
@@ -88,6 +185,8 @@ pub struct HeadDeadline {
     sleep: Option<Pin<Box<Sleep>>>,
     /// Once the deadline passed: how much of [`TIMEOUT_RESPONSE`] is written.
     expired: Option<usize>,
+    /// HTTP/2: where the heads are (`None`: HTTP/1, heads end by [`head_complete`]).
+    h2: Option<H2Scan>,
 }
 
 impl HeadDeadline {
@@ -101,7 +200,53 @@ impl HeadDeadline {
             head_started: false,
             sleep: None,
             expired: None,
+            h2: None,
         }
+    }
+
+    /// Wrap a freshly accepted HTTP/2 stream; the first head's deadline starts now.
+    pub fn new_h2(inner: Stream, timeout: Duration) -> Self {
+        HeadDeadline {
+            h2: Some(H2Scan::new()),
+            ..HeadDeadline::new(inner, timeout)
+        }
+    }
+
+    /// HTTP/2 reads: the deadline follows [`H2Scan`]; once it passed, every read fails.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let timed_out = || {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request header timeout",
+            )))
+        };
+        if self.expired.is_some() {
+            return timed_out();
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some(scan) = self.h2.as_mut() else {
+            return read;
+        };
+        let was_in_head = scan.in_head();
+        if let Poll::Ready(Ok(())) = &read {
+            scan.feed(&buf.filled()[before..]);
+        }
+        let in_head = scan.in_head();
+        if !in_head || !was_in_head {
+            // No head, or a new one: its deadline is fixed when a read of it has to wait.
+            self.deadline = None;
+        }
+        if read.is_pending() && in_head && self.poll_deadline(cx) {
+            tracing::debug!(timeout = ?self.timeout, "HTTP/2 request header timeout");
+            self.expired = Some(0);
+            return timed_out();
+        }
+        read
     }
 
     /// The wrapped stream (the socket the direct hit path writes to).
@@ -184,6 +329,9 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.h2.is_some() {
+            return this.poll_read_h2(cx, buf);
+        }
         if this.expired.is_some() {
             return this.poll_expired(cx);
         }
@@ -335,7 +483,9 @@ impl ServerApp for EdgeApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // HTTP/2 has its own framing and flow control; pingora's loop serves it.
+            // HTTP/2 has its own framing and flow control; pingora's loop serves it, with
+            // the head deadline around its stream.
+            let stream: Stream = Box::new(HeadDeadline::new_h2(stream, self.header_timeout));
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let stream: Stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
@@ -368,5 +518,58 @@ impl ServerApp for EdgeApp {
 
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_head(len: u32, kind: u8, flags: u8) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 1]
+    }
+
+    /// Feed `bytes` one at a time, as a trickling client would send them.
+    fn feed_bytewise(scan: &mut H2Scan, bytes: &[u8]) {
+        for b in bytes {
+            scan.feed(std::slice::from_ref(b));
+        }
+    }
+
+    #[test]
+    fn h2_scan_follows_header_blocks_across_reads() {
+        let mut scan = H2Scan::new();
+        // From the accept until the first header block ends, a head is in progress.
+        feed_bytewise(&mut scan, &[0; H2_PREFACE_LEN]);
+        assert!(scan.in_head());
+        feed_bytewise(&mut scan, &frame_head(6, 0x4, 0)); // SETTINGS
+        feed_bytewise(&mut scan, &[0; 6]);
+        assert!(scan.in_head());
+        feed_bytewise(&mut scan, &frame_head(3, H2_HEADERS, 0));
+        feed_bytewise(&mut scan, &[1, 2, 3]);
+        feed_bytewise(&mut scan, &frame_head(2, H2_CONTINUATION, H2_END_HEADERS));
+        assert!(
+            scan.in_head(),
+            "the block ends with its last frame's payload"
+        );
+        scan.feed(&[4, 5]);
+        assert!(!scan.in_head());
+
+        // Other frames, even with END_HEADERS' bit set, start no head.
+        scan.feed(&frame_head(4, 0x0, H2_END_HEADERS | 0x1)); // DATA
+        scan.feed(&[0; 4]);
+        assert!(!scan.in_head());
+        // A later block: in progress from its HEADERS frame until END_HEADERS.
+        let mut later = frame_head(0, H2_HEADERS, 0);
+        later.extend(frame_head(1, H2_CONTINUATION, 0));
+        later.push(9);
+        scan.feed(&later);
+        assert!(scan.in_head());
+        let mut end = frame_head(0, H2_CONTINUATION, H2_END_HEADERS);
+        end.extend(frame_head(2, H2_HEADERS, H2_END_HEADERS));
+        end.extend([1, 2]);
+        scan.feed(&end);
+        assert!(!scan.in_head(), "two blocks in one read");
     }
 }

@@ -114,6 +114,106 @@ impl Edge {
     }
 }
 
+/// What a background fill's subrequest carries for its parent (see
+/// [`Edge::fill_in_background`]): dropped or sent once the subrequest knows whether it writes
+/// the cache or reads it.
+struct FillRoleKnown(Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Tell a background fill's parent that this subrequest is past its cache lookup.
+fn background_fill_role_known(session: &mut Session) {
+    let known = session
+        .subrequest_ctx
+        .as_mut()
+        .and_then(|c| c.user_ctx_mut())
+        .and_then(|u| u.downcast_mut::<FillRoleKnown>())
+        .and_then(|k| k.0.take());
+    if let Some(tx) = known {
+        let _ = tx.send(());
+    }
+}
+
+/// Whether this session is a background fill's subrequest.
+fn is_background_fill(session: &Session) -> bool {
+    session
+        .subrequest_ctx
+        .as_ref()
+        .and_then(|c| c.user_ctx())
+        .is_some_and(|u| u.is::<FillRoleKnown>())
+}
+
+impl Edge {
+    /// An HTTP/2 cold miss on a cache route: run the fill as a pingora subrequest whose
+    /// output nobody paces, and let this request read it like any other reader of a fill.
+    ///
+    /// Why: pingora's HTTP/2 downstream writes wait for the client's flow-control window
+    /// inside its proxy loop (HTTP/2 sessions have no cancel-safe proxy tasks, unlike the
+    /// HTTP/1 ones `request_cache_filter` enables), so a filling HTTP/2 client that reads
+    /// slowly would stop the origin read, and with it every reader of the fill. The
+    /// subrequest is a whole request of its own through this proxy (same URL and headers,
+    /// without `Range` and conditionals, so it fetches the full object); its output is
+    /// drained. This request waits until the subrequest has taken the cache lock (or found
+    /// the object), then looks the key up: it waits on that lock and reads the fill at its
+    /// own pace, so the origin is still asked once. (A response that turns out not to be
+    /// cacheable is fetched by this request itself; the subrequest stops reading it.)
+    /// Waiting is bounded by `cache.lock_wait_timeout_ms`;
+    /// anything unusual (no subrequest, a failed one) leaves this request on pingora's
+    /// usual path.
+    async fn fill_in_background(&self, session: &mut Session, ctx: &mut EdgeCtx) {
+        let Some(route) = ctx.route.as_deref() else {
+            return;
+        };
+        let req = session.req_header();
+        if session.subrequest_spawner.is_none()
+            || route.mode != RouteMode::Cache
+            || req.method != http::Method::GET
+            || !policy::request_cacheable(req)
+        {
+            return;
+        }
+        let Some(host) = req.uri.authority().map(|a| a.as_str().to_owned()) else {
+            return;
+        };
+        let key = cache_key(&cache_key_url(Some(route), path_and_query(session)));
+        if self.storage.can_serve(&key) {
+            return;
+        }
+        // The subrequest is built from this request's head in HTTP/1.1 form: the full
+        // object, unconditionally, for the same host.
+        let own = session.req_header().clone();
+        let sub_head = session.req_header_mut();
+        sub_head.set_version(http::Version::HTTP_11);
+        for h in [
+            http::header::RANGE,
+            http::header::IF_RANGE,
+            http::header::IF_NONE_MATCH,
+            http::header::IF_MODIFIED_SINCE,
+        ] {
+            sub_head.remove_header(&h);
+        }
+        if sub_head.insert_header(http::header::HOST, host).is_err() {
+            *session.req_header_mut() = own;
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sub_ctx = pingora::proxy::subrequest::Ctx::builder()
+            .user_ctx(Box::new(FillRoleKnown(Some(tx))))
+            .build();
+        let prepared = session
+            .subrequest_spawner
+            .as_ref()
+            .map(|s| s.create_subrequest(session.as_downstream(), sub_ctx));
+        *session.req_header_mut() = own;
+        let Some((sub, handle)) = prepared else {
+            return;
+        };
+        handle.drain_tasks();
+        tokio::spawn(sub.run());
+        ctx.filled_in_background = true;
+        // Err: the subrequest ended first or never got that far; either way, go on.
+        let _ = tokio::time::timeout(self.config.cache.lock_wait_timeout, rx).await;
+    }
+}
+
 /// Most ranges served from one request (pingora's default).
 const MAX_RANGES: Option<usize> = Some(200);
 
@@ -451,6 +551,10 @@ pub struct EdgeCtx {
     not_modified: Option<http::HeaderMap>,
     /// The request's `Cache-Control` directives, on routes that honor them.
     req_directives: Option<rfc::request::Directives>,
+    /// This cold miss's fill runs as a background subrequest this request reads from.
+    filled_in_background: bool,
+    /// A background fill stopped on purpose: its response is not cached (no error to log).
+    fill_dropped: bool,
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -514,6 +618,7 @@ impl ProxyHttp for Edge {
         if self.serve_memory_hit(session, ctx).await? {
             return Ok(true);
         }
+        self.fill_in_background(session, ctx).await;
         // Only cache routes store anything to invalidate.
         ctx.invalidate = ctx
             .route
@@ -551,6 +656,23 @@ impl ProxyHttp for Edge {
         ctx.upstream_start = Some(Instant::now());
         ctx.request_time = Some(SystemTime::now());
         Ok(Box::new(peer))
+    }
+
+    /// HTTP/2 requests may start their cold fill as a subrequest ([`Edge::fill_in_background`]).
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &EdgeCtx) -> bool {
+        self.config.cache.streaming_fill && session.as_downstream().is_http2()
+    }
+
+    /// This request writes the cache: a background fill's parent may go on (it then waits on
+    /// the lock this request holds and reads the fill).
+    fn cache_miss(&self, session: &mut Session, _ctx: &mut EdgeCtx) {
+        session.cache.cache_miss();
+        background_fill_role_known(session);
+    }
+
+    /// A background fill stopped because its response is not cached is not an error.
+    fn suppress_error_log(&self, _session: &Session, ctx: &EdgeCtx, _error: &Error) -> bool {
+        ctx.fill_dropped
     }
 
     /// Enable the cache for GET/HEAD on `cache` routes (not for a request with `no-store`
@@ -662,14 +784,18 @@ impl ProxyHttp for Edge {
 
     /// The client's request directives narrow or widen what a stored response may answer,
     /// on routes that honor them (see [`rfc::request`]).
+    ///
+    /// This request reads what is stored or being filled: a background fill's parent may go
+    /// on and read it too.
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut EdgeCtx,
     ) -> Result<Option<ForcedFreshness>> {
+        background_fill_role_known(session);
         Ok(ctx
             .req_directives
             .and_then(|d| d.hit(meta, SystemTime::now())))
@@ -775,11 +901,17 @@ impl ProxyHttp for Edge {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        _ctx: &mut EdgeCtx,
+        ctx: &mut EdgeCtx,
     ) -> Result<Option<Duration>> {
+        if !session.cache.enabled() && is_background_fill(session) {
+            // Not cached after all: nobody reads this body (the parent fetches its own).
+            ctx.fill_dropped = true;
+            return Error::e_explain(ErrorType::ConnectionClosed, "background fill not cached")
+                .map_err(|e| e.into_down());
+        }
         if let Some(b) = body {
             METRICS
                 .bytes_served
@@ -797,6 +929,10 @@ impl ProxyHttp for Edge {
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
+        if ctx.filled_in_background && ctx.status == "HIT" {
+            // It reads the fill its own request started: for the client, a miss.
+            ctx.status = "MISS";
+        }
         resp.insert_header("x-cache-status", ctx.status)?;
         if let Some(route) = ctx.route.as_ref().filter(|r| r.mode == RouteMode::Cache) {
             // Targeted cache-control fields are for this edge only (RFC 9213).
@@ -875,6 +1011,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
+        if session.subrequest_ctx.is_some() {
+            // A background fill: its parent request is the one counted.
+            return;
+        }
         METRICS.request(ctx.status);
         if session.cache.lock_duration().is_some() {
             METRICS.lock_waits.inc();

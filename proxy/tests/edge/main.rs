@@ -6,6 +6,7 @@ mod cache;
 mod common;
 mod config;
 mod fill;
+mod h2;
 mod hostile;
 mod integrity;
 mod server;

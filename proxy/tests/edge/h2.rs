@@ -1,0 +1,453 @@
+//! HTTP/2 downstreams: a filling HTTP/2 client that does not read (its flow-control window
+//! stays shut) does not pace the fill for anyone, a cold Range over HTTP/2 is a 206 while the
+//! full object is cached, and request heads (preface, header blocks trickled as
+//! CONTINUATION frames) have the `server.request_header_timeout_secs` deadline.
+//!
+//! The raw HTTP/2 clients write frames by hand through `openssl s_client` (TLS with ALPN
+//! `h2`), as the TLS tests in `hostile.rs` do for HTTP/1.
+
+use crate::common::*;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// Hang detection only, far above what an unpaced fill or a deadline needs.
+const HANG: Duration = Duration::from_secs(60);
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// One HTTP/2 frame on the wire.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK block of `GET https://localhost{path}` (static-table method and scheme, literal
+/// path and authority).
+fn get_block(path: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x87, 0x44, u8::try_from(path.len()).unwrap()];
+    b.extend_from_slice(path.as_bytes());
+    b.extend_from_slice(&[0x41, 9]);
+    b.extend_from_slice(b"localhost");
+    b
+}
+
+/// An HTTP/2 connection over `openssl s_client`, frames written and read by hand.
+struct RawH2 {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Option<ChildStdout>,
+}
+
+impl RawH2 {
+    /// Connect to `addr`, offering only `h2`.
+    fn connect(addr: SocketAddr) -> RawH2 {
+        let mut child = tokio::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+            .arg(addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take();
+        RawH2 {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Write bytes to the connection; false once it is gone.
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stdin.write_all(bytes).await.is_ok() && self.stdin.flush().await.is_ok()
+    }
+
+    /// Preface and an empty SETTINGS frame (default windows: 64 KiB - 1).
+    async fn start(&mut self) {
+        assert!(self.send(PREFACE).await);
+        assert!(self.send(&frame(SETTINGS, 0, 0, &[])).await);
+    }
+
+    /// The next frame the server sent: (type, flags, stream, payload); `None` at the end.
+    async fn next_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        let out = self.stdout.as_mut().unwrap();
+        let mut head = [0u8; 9];
+        out.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+        let mut payload = vec![0u8; len];
+        out.read_exact(&mut payload).await.ok()?;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// Read frames until the response head of `stream`; the DATA bytes of `stream` seen.
+    async fn response_head(&mut self, stream: u32) -> Vec<u8> {
+        let mut data = Vec::new();
+        loop {
+            let (kind, _, id, payload) = self.next_frame().await.expect("closed before a head");
+            match kind {
+                HEADERS if id == stream => return data,
+                DATA if id == stream => data.extend_from_slice(&payload),
+                _ => {}
+            }
+        }
+    }
+
+    /// Read the DATA of `stream` into `body` until END_STREAM.
+    async fn body(&mut self, stream: u32, body: &mut Vec<u8>) {
+        loop {
+            let (kind, flags, id, payload) = self.next_frame().await.expect("closed mid-body");
+            if kind == DATA && id == stream {
+                body.extend_from_slice(&payload);
+                if flags & END_STREAM != 0 {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Spawn a task that reads until the server closes the connection.
+    fn until_closed(&mut self) -> tokio::task::JoinHandle<()> {
+        let mut out = self.stdout.take().unwrap();
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink).await;
+        })
+    }
+}
+
+impl Drop for RawH2 {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A self-signed certificate for `localhost` in `dir`: (cert, key).
+fn test_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    (cert, key)
+}
+
+/// An edge with a plain HTTP/1 listener (`EdgeProc::addr`) and a TLS one (returned), with
+/// `extra` appended to its `[server]` table. (`spawn_edge`'s `--listen` would replace the
+/// TLS listener, so both come from the file here.)
+fn spawn_tls_edge(
+    origin: SocketAddr,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (EdgeProc, SocketAddr) {
+    let (cert, key) = test_cert(dir);
+    let (plain, tls, admin) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = \"{plain}\"\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\n\
+         tls_key = \"{}\"\n{extra}",
+        cert.display(),
+        key.display()
+    );
+    let cfg_path = dir.join("e.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--origin")
+        .arg(origin.to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("c"))
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let edge = EdgeProc {
+        child,
+        addr: plain,
+        admin: Some(admin),
+    };
+    for a in [plain, tls, admin] {
+        wait_listening(a);
+    }
+    (edge, tls)
+}
+
+/// reqwest over TLS, HTTP/2 only.
+fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_h2_client_does_not_pace_the_fill() {
+    let origin = Origin::start().await;
+    let size = 32 << 20;
+    let path = "/media/h2big";
+    let sha = origin.put_media(path, body_of(size, 91));
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "");
+
+    // The first client starts the cold fill over HTTP/2 and never opens its window past
+    // the initial 64 KiB.
+    let mut a = RawH2::connect(tls);
+    a.start().await;
+    assert!(
+        a.send(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &get_block(path)
+        ))
+        .await
+    );
+    let mut a_body = tokio::time::timeout(HANG, a.response_head(1))
+        .await
+        .expect("no response head for the stalled client");
+
+    // Others get the whole object promptly: over HTTP/1.1 ...
+    let b = tokio::time::timeout(HANG, get(&edge.url(path), &[]))
+        .await
+        .expect("an HTTP/1.1 client was held back by the stalled HTTP/2 one");
+    assert_eq!((b.status, b.body.len()), (200, size));
+    assert_eq!(b.sha(), sha);
+    // ... and over HTTP/2.
+    let c = tokio::time::timeout(HANG, async {
+        let r = h2_client()
+            .get(format!("https://localhost:{}{path}", tls.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        (r.status().as_u16(), r.bytes().await.unwrap())
+    })
+    .await
+    .expect("an HTTP/2 client was held back by the stalled HTTP/2 one");
+    assert_eq!((c.0, sha256_hex(&c.1)), (200, sha.clone()));
+    // One origin request, read to its end.
+    assert_eq!(origin.requests_for(path), 1);
+    assert_eq!(origin.state.completed.load(Ordering::SeqCst), 1);
+
+    // The stalled client got no more than its window allows; opening it, it reads the
+    // whole body at its own pace.
+    assert!(
+        a_body.len() <= 65_535,
+        "{} bytes past the window",
+        a_body.len()
+    );
+    let more = (1u32 << 31) - 1 - 65_535;
+    assert!(
+        a.send(&frame(WINDOW_UPDATE, 0, 0, &more.to_be_bytes()))
+            .await
+    );
+    assert!(
+        a.send(&frame(WINDOW_UPDATE, 0, 1, &more.to_be_bytes()))
+            .await
+    );
+    tokio::time::timeout(HANG, a.body(1, &mut a_body))
+        .await
+        .expect("the stalled client's body did not resume");
+    assert_eq!(a_body.len(), size);
+    assert_eq!(sha256_hex(&a_body), sha);
+    assert_eq!(origin.requests_for(path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_range_over_h2_is_a_206_and_the_whole_object_is_cached() {
+    let origin = Origin::start().await;
+    let size = 4 << 20;
+    let path = "/media/h2range";
+    let body = body_of(size, 92);
+    let sha = origin.put_media(path, body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "");
+
+    let r = h2_client()
+        .get(format!("https://localhost:{}{path}", tls.port()))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.headers()["x-cache-status"], "MISS");
+    assert_eq!(&r.bytes().await.unwrap()[..], &body[1000..2000]);
+
+    let full = tokio::time::timeout(HANG, async {
+        loop {
+            let g = get(&edge.url(path), &[]).await;
+            if g.cache_status() == "HIT" {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the object was never cached whole");
+    assert_eq!(full.sha(), sha);
+    assert_eq!(origin.requests_for(path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uncacheable_cold_h2_response_is_served_and_read_once() {
+    let origin = Origin::start().await;
+    let size = 32 << 20;
+    let path = "/media/h2private";
+    let body = body_of(size, 94);
+    let sha = sha256_hex(&body);
+    origin.put(path, body, &[("cache-control", "no-store")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "");
+
+    for i in 1..=2 {
+        let r = tokio::time::timeout(
+            HANG,
+            h2_client()
+                .get(format!("https://localhost:{}{path}", tls.port()))
+                .send(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "request {i}");
+        assert_ne!(r.headers()["x-cache-status"], "HIT", "request {i}");
+        assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha, "request {i}");
+    }
+    // Nothing stored; each client's own fetch is the one read to its end (the background
+    // fill asked too, and stopped at the response head).
+    assert_eq!(origin.requests_for(path), 4);
+    assert_eq!(origin.state.completed.load(Ordering::SeqCst), 2);
+    assert!(entry_files(&dir.path().join("c")).is_empty());
+}
+
+/// Trickle `piece` to `conn` every 300 ms (up to ten times the 1 s deadline) and report
+/// whether the edge closed the connection meanwhile.
+async fn closed_while_trickling(conn: &mut RawH2, piece: &[u8]) -> bool {
+    let closed = conn.until_closed();
+    for _ in 0..33 {
+        if closed.is_finished() {
+            return true;
+        }
+        if !conn.send(piece).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(1), closed)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_request_heads_have_a_deadline() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/h2t", body_of(3000, 93));
+    let dir = tempfile::tempdir().unwrap();
+    let (_edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "request_header_timeout_secs = 1\n");
+
+    // A preface that never completes.
+    let mut c = RawH2::connect(tls);
+    assert!(c.send(&PREFACE[..10]).await);
+    assert!(
+        closed_while_trickling(&mut c, b"").await,
+        "an unfinished preface held the connection"
+    );
+
+    // A first request whose header block never ends: a HEADERS frame without END_HEADERS,
+    // then CONTINUATION frames of one byte of a long header value each.
+    let mut c = RawH2::connect(tls);
+    c.start().await;
+    let mut block = get_block("/media/h2t");
+    block.extend_from_slice(&[0x40, 5]);
+    block.extend_from_slice(b"x-pad");
+    block.push(100);
+    assert!(c.send(&frame(HEADERS, END_STREAM, 1, &block)).await);
+    assert!(
+        closed_while_trickling(&mut c, &frame(CONTINUATION, 0, 1, b"a")).await,
+        "a trickled first header block held the connection"
+    );
+    assert_eq!(origin.requests(), 0);
+
+    // A connection that got a response and stayed idle past the deadline is still open; a
+    // later header block that never ends closes it.
+    let mut c = RawH2::connect(tls);
+    c.start().await;
+    assert!(
+        c.send(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &get_block("/media/h2t")
+        ))
+        .await
+    );
+    let mut body = tokio::time::timeout(HANG, c.response_head(1))
+        .await
+        .unwrap();
+    tokio::time::timeout(HANG, c.body(1, &mut body))
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&body), sha);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        c.send(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            3,
+            &get_block("/media/h2t")
+        ))
+        .await
+    );
+    let mut body = tokio::time::timeout(HANG, c.response_head(3))
+        .await
+        .expect("an idle connection was closed by the head deadline");
+    tokio::time::timeout(HANG, c.body(3, &mut body))
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&body), sha);
+    assert!(c.send(&frame(HEADERS, END_STREAM, 5, &block)).await);
+    assert!(
+        closed_while_trickling(&mut c, &frame(CONTINUATION, 0, 5, b"a")).await,
+        "a trickled later header block held the connection"
+    );
+    assert_eq!(origin.requests_for("/media/h2t"), 1);
+}
