@@ -2,9 +2,11 @@
 //! cache directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_log;
 mod cache;
 mod common;
 mod config;
 mod server;
 mod storage;
+mod upgrade;
 mod zerocopy;

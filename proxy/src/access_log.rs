@@ -1,0 +1,506 @@
+//! The access log: one line per request, written off the hot path.
+//!
+//! A request's `logging` hook builds a compact [`Record`] (no formatting, no allocation: the
+//! URI and header values are reference-counted clones) and hands it to a bounded queue with
+//! `try_send`. One writer thread owns the destination: it formats each record (`combined` or
+//! `json`), writes through a buffer flushed whenever the queue runs empty, and reopens the file
+//! on SIGUSR1 so logrotate can move it away. A full queue never makes a request wait: the line
+//! is dropped and counted in `komora_edge_access_log_dropped_total`.
+//!
+//! `combined` is nginx's `combined` followed by six fields (`-` when unknown):
+//!
+//! ```text
+//! $remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
+//!     "$http_user_agent" $cache_status $upstream_status $upstream_time $request_time
+//!     $bytes_sent $request_id
+//! ```
+//!
+//! Times are seconds with millisecond precision; `$upstream_time` runs from choosing the
+//! origin to the end of its response body, `$request_time` from the parsed request head to
+//! the end of the response. `$bytes_sent` includes the response head. A request the client
+//! abandoned before any response was written is logged with status 499, as nginx does.
+//!
+//! This module also owns the request id: a sane client `X-Request-Id` is kept, otherwise one
+//! is generated (process prefix + counter) and sent to the origin.
+
+use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
+use crate::metrics::METRICS;
+use http::{HeaderValue, Method, Uri, Version};
+use once_cell::sync::Lazy;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// Longest client `X-Request-Id` kept as is; longer ones are replaced by a generated id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Write buffer of the writer thread; flushed whenever the queue runs empty.
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// A request's id: the client's own when it sent a sane one, else generated on demand.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    /// The client's `X-Request-Id`, checked by [`RequestId::from_client`].
+    Client(HeaderValue),
+    /// Generated: this process's prefix and a counter.
+    Generated(u64),
+}
+
+/// Process-unique prefix for generated ids: start time and pid, so ids from two processes
+/// (an old and a new one across an upgrade) do not collide.
+static ID_PREFIX: Lazy<String> = Lazy::new(|| {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos.rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9e37_79b9);
+    format!("{:08x}", mixed as u32)
+});
+static ID_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl RequestId {
+    /// The client's id if it is 1..=[`MAX_REQUEST_ID_LEN`] bytes of `[A-Za-z0-9._:+/=-]`
+    /// (safe to log and to forward), else `None`.
+    pub fn from_client(v: &HeaderValue) -> Option<Self> {
+        let b = v.as_bytes();
+        let sane = !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_LEN
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:+/=-".contains(c));
+        sane.then(|| RequestId::Client(v.clone()))
+    }
+
+    /// A new process-unique id.
+    pub fn generate() -> Self {
+        RequestId::Generated(ID_COUNTER.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a header value (for the origin request).
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Client(v) => v.clone(),
+            // Hex digits and '-' only: always a valid header value.
+            RequestId::Generated(_) => {
+                HeaderValue::from_str(&self.to_string()).unwrap_or(HeaderValue::from_static("-"))
+            }
+        }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestId::Client(v) => f.write_str(v.to_str().unwrap_or("-")),
+            RequestId::Generated(n) => write!(f, "{}-{n:010x}", *ID_PREFIX),
+        }
+    }
+}
+
+/// What one access log line says, captured at the end of a request.
+#[derive(Debug)]
+pub struct Record {
+    /// When the response finished.
+    pub time: SystemTime,
+    /// Client address (`None` for a Unix socket peer).
+    pub client: Option<IpAddr>,
+    /// Request method.
+    pub method: Method,
+    /// Request target as received.
+    pub uri: Uri,
+    /// HTTP version of the request.
+    pub version: Version,
+    /// Response status (499 when the client left before any response).
+    pub status: u16,
+    /// Response body bytes written.
+    pub body_bytes: u64,
+    /// Response head and body bytes written.
+    pub bytes_sent: u64,
+    /// `Referer` request header.
+    pub referer: Option<HeaderValue>,
+    /// `User-Agent` request header.
+    pub user_agent: Option<HeaderValue>,
+    /// `X-Cache-Status` of the response.
+    pub cache_status: &'static str,
+    /// Status of the origin's response, when the origin was asked.
+    pub upstream_status: Option<u16>,
+    /// Origin time, when the origin was asked.
+    pub upstream_time: Option<Duration>,
+    /// Total request time.
+    pub request_time: Duration,
+    /// The request id.
+    pub request_id: RequestId,
+}
+
+/// The sending half, held by the proxy service; cheap to call from every request.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: mpsc::Sender<Record>,
+}
+
+/// Why the access log could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The log file could not be opened for append.
+    #[error("access_log.path {0}: {1}")]
+    Open(String, io::Error),
+    /// The writer thread or its SIGUSR1 handler could not be set up.
+    #[error("access log writer: {0}")]
+    Writer(io::Error),
+}
+
+impl AccessLog {
+    /// Open the destination and start the writer thread (with its SIGUSR1 handler installed
+    /// before this returns, so a rotation signal never hits the default action).
+    pub fn start(settings: &AccessLogSettings) -> Result<Self, StartError> {
+        let out = Output::open(&settings.target)?;
+        let (tx, rx) = mpsc::channel(settings.queue_lines.get());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let format = settings.format;
+        std::thread::Builder::new()
+            .name("access-log".to_string())
+            .spawn(move || writer_thread(rx, out, format, ready_tx))
+            .map_err(StartError::Writer)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(AccessLog { tx }),
+            Ok(Err(e)) => Err(StartError::Writer(e)),
+            Err(_) => Err(StartError::Writer(io::Error::other("writer thread exited"))),
+        }
+    }
+
+    /// Queue a record; never waits. A full queue (or a writer that is gone) drops it and
+    /// counts the drop.
+    pub fn send(&self, record: Record) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                METRICS.access_log_dropped.inc();
+            }
+        }
+    }
+}
+
+/// The destination, reopenable.
+enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    File(PathBuf, BufWriter<File>),
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Output {
+    fn open(target: &AccessLogTarget) -> Result<Self, StartError> {
+        Ok(match target {
+            AccessLogTarget::Stdout => {
+                Output::Stdout(BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stdout()))
+            }
+            AccessLogTarget::File(p) => {
+                let f = open_append(p).map_err(|e| StartError::Open(p.display().to_string(), e))?;
+                Output::File(p.clone(), BufWriter::with_capacity(WRITE_BUFFER_BYTES, f))
+            }
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::Stdout(w) => w,
+            Output::File(_, w) => w,
+        }
+    }
+
+    /// Flush, then reopen the file at its path (after logrotate renamed it). On failure the
+    /// old file keeps receiving lines.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.writer().flush()?;
+        if let Output::File(path, w) = self {
+            *w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, open_append(path)?);
+        }
+        Ok(())
+    }
+}
+
+/// Logs write failures on the transition from working to failing only (a full disk would
+/// otherwise log once per flush), and counts every one.
+struct WriteHealth {
+    failing: bool,
+}
+
+impl WriteHealth {
+    fn result(&mut self, what: &str, r: io::Result<()>) {
+        match r {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                METRICS.access_log_write_errors.inc();
+                if !self.failing {
+                    tracing::warn!(error = %e, "access log {what} failed; lines are being lost");
+                }
+                self.failing = true;
+            }
+        }
+    }
+}
+
+fn writer_thread(
+    mut rx: mpsc::Receiver<Record>,
+    mut out: Output,
+    format: AccessLogFormat,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .and_then(|rt| {
+            let _guard = rt.enter();
+            let usr1 = signal(SignalKind::user_defined1())?;
+            Ok((rt, usr1))
+        });
+    let (rt, mut usr1) = match setup {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut line = String::with_capacity(1024);
+    let mut health = WriteHealth { failing: false };
+    rt.block_on(async move {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(r) = msg else { break };
+                    write_record(&mut out, &mut line, format, &r, &mut health);
+                    // Drain what is queued, then flush once: one write(2) per burst.
+                    while let Ok(r) = rx.try_recv() {
+                        write_record(&mut out, &mut line, format, &r, &mut health);
+                    }
+                    let flushed = out.writer().flush();
+                    health.result("flush", flushed);
+                }
+                Some(()) = usr1.recv() => {
+                    let reopened = out.reopen();
+                    health.result("reopen", reopened);
+                }
+            }
+        }
+        let _ = out.writer().flush();
+    });
+}
+
+fn write_record(
+    out: &mut Output,
+    line: &mut String,
+    format: AccessLogFormat,
+    r: &Record,
+    health: &mut WriteHealth,
+) {
+    line.clear();
+    match format {
+        AccessLogFormat::Combined => format_combined(line, r),
+        AccessLogFormat::Json => format_json(line, r),
+    }
+    line.push('\n');
+    let written = out.writer().write_all(line.as_bytes());
+    health.result("write", written);
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// Append `bytes` the way nginx escapes log variables: `"`, `\` and bytes outside printable
+/// ASCII as `\xHH`, so a client cannot forge fields or lines.
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+}
+
+fn push_opt_header(out: &mut String, v: Option<&HeaderValue>) {
+    match v {
+        Some(v) => push_escaped(out, v.as_bytes()),
+        None => out.push('-'),
+    }
+}
+
+fn push_secs(out: &mut String, d: Option<Duration>) {
+    match d {
+        Some(d) => {
+            let _ = write!(out, "{:.3}", d.as_secs_f64());
+        }
+        None => out.push('-'),
+    }
+}
+
+fn format_combined(out: &mut String, r: &Record) {
+    match r.client {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push('-'),
+    }
+    let local: chrono::DateTime<chrono::Local> = r.time.into();
+    let _ = write!(out, " - - [{}] \"", local.format("%d/%b/%Y:%H:%M:%S %z"));
+    out.push_str(r.method.as_str());
+    out.push(' ');
+    push_escaped(out, r.uri.to_string().as_bytes());
+    out.push(' ');
+    out.push_str(version_str(r.version));
+    let _ = write!(out, "\" {} {} \"", r.status, r.body_bytes);
+    push_opt_header(out, r.referer.as_ref());
+    out.push_str("\" \"");
+    push_opt_header(out, r.user_agent.as_ref());
+    let _ = write!(out, "\" {} ", r.cache_status);
+    match r.upstream_status {
+        Some(s) => {
+            let _ = write!(out, "{s}");
+        }
+        None => out.push('-'),
+    }
+    out.push(' ');
+    push_secs(out, r.upstream_time);
+    out.push(' ');
+    push_secs(out, Some(r.request_time));
+    let _ = write!(out, " {} ", r.bytes_sent);
+    push_escaped(out, r.request_id.to_string().as_bytes());
+}
+
+/// The JSON line: the same fields by name; times in seconds as numbers, absent values null.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    remote_addr: Option<String>,
+    method: &'a str,
+    uri: String,
+    protocol: &'static str,
+    status: u16,
+    body_bytes_sent: u64,
+    bytes_sent: u64,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    cache_status: &'static str,
+    upstream_status: Option<u16>,
+    upstream_time: Option<f64>,
+    request_time: f64,
+    request_id: String,
+}
+
+fn lossy(v: Option<&HeaderValue>) -> Option<String> {
+    v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn format_json(out: &mut String, r: &Record) {
+    let utc: chrono::DateTime<chrono::Utc> = r.time.into();
+    let line = JsonLine {
+        time: utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        remote_addr: r.client.map(|ip| ip.to_string()),
+        method: r.method.as_str(),
+        uri: r.uri.to_string(),
+        protocol: version_str(r.version),
+        status: r.status,
+        body_bytes_sent: r.body_bytes,
+        bytes_sent: r.bytes_sent,
+        referer: lossy(r.referer.as_ref()),
+        user_agent: lossy(r.user_agent.as_ref()),
+        cache_status: r.cache_status,
+        upstream_status: r.upstream_status,
+        upstream_time: r.upstream_time.map(millis),
+        request_time: millis(r.request_time),
+        request_id: r.request_id.to_string(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    if let Ok(s) = serde_json::to_string(&line) {
+        out.push_str(&s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            client: Some("192.0.2.7".parse().unwrap()), // unwrap: test-only
+            method: Method::GET,
+            uri: Uri::from_static("/media/a?x=1"),
+            version: Version::HTTP_11,
+            status: 200,
+            body_bytes: 1024,
+            bytes_sent: 1300,
+            referer: None,
+            user_agent: Some(HeaderValue::from_static("curl \"evil\"")),
+            cache_status: "MISS",
+            upstream_status: Some(200),
+            upstream_time: Some(Duration::from_millis(12)),
+            request_time: Duration::from_micros(13_400),
+            request_id: RequestId::Client(HeaderValue::from_static("abc-1")),
+        }
+    }
+
+    #[test]
+    fn combined_line_has_every_field_and_escapes_quotes() {
+        let mut s = String::new();
+        format_combined(&mut s, &record());
+        assert!(s.starts_with("192.0.2.7 - - ["), "{s}");
+        assert!(
+            s.ends_with(
+                "] \"GET /media/a?x=1 HTTP/1.1\" 200 1024 \"-\" \"curl \\x22evil\\x22\" \
+                 MISS 200 0.012 0.013 1300 abc-1"
+            ),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn json_line_is_one_object() {
+        let mut s = String::new();
+        format_json(&mut s, &record());
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap(); // unwrap: test-only
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["user_agent"], "curl \"evil\"");
+        assert_eq!(v["upstream_time"], 0.012);
+        assert_eq!(v["referer"], serde_json::Value::Null);
+        assert!(!s.contains('\n'));
+    }
+
+    #[test]
+    fn client_ids_are_kept_only_when_sane() {
+        let ok = HeaderValue::from_static("req-42.a:b");
+        assert!(RequestId::from_client(&ok).is_some());
+        for bad in [
+            "",
+            "has space",
+            "quote\"",
+            &"x".repeat(MAX_REQUEST_ID_LEN + 1),
+        ] {
+            let v = HeaderValue::from_str(bad).unwrap(); // unwrap: test-only
+            assert!(RequestId::from_client(&v).is_none(), "{bad:?}");
+        }
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_ne!(a.to_string(), b.to_string());
+    }
+}
