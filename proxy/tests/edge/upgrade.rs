@@ -1,6 +1,6 @@
-//! Zero-downtime upgrade: a second edge started with `--upgrade` takes the listening sockets
-//! over from the running one (SIGQUIT), while a request loop runs through both; no request
-//! fails and the new process serves the warm cache.
+//! Zero-downtime upgrade: a second edge started with `--upgrade` (and a changed config) takes
+//! the listening sockets over from the running one (SIGQUIT), while a request loop runs
+//! through both; no request fails and the new process serves the warm cache.
 
 use crate::common::*;
 use std::net::SocketAddr;
@@ -73,12 +73,19 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
     let warm_sha = origin.put_media("/media/warm", warm);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    let server = format!(
+        "[server]\nupgrade_sock = \"{}\"\ngrace_period_secs = 3\n",
+        dir.path().join("upgrade.sock").display()
+    );
     let config = dir.path().join("edge.toml");
+    std::fs::write(&config, &server).unwrap();
+    // The new process runs a changed config (nginx `-s reload`): a shorter client max-age.
+    let changed = dir.path().join("edge-new.toml");
     std::fs::write(
-        &config,
+        &changed,
         format!(
-            "[server]\nupgrade_sock = \"{}\"\ngrace_period_secs = 3\n",
-            dir.path().join("upgrade.sock").display()
+            "{server}[[route]]\nprefix = \"/media/\"\nclient_max_age_secs = 60\n\
+             [[route]]\nprefix = \"/\"\nmode = \"bypass\"\n"
         ),
     )
     .unwrap();
@@ -98,6 +105,7 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
         (r.status, r.cache_status(), r.sha()),
         (200, "HIT", warm_sha.clone())
     );
+    assert!(r.header("cache-control").contains("max-age=604800"));
 
     // The loop: warm hits over one kept-alive connection, and misses (a new object each
     // time) over a new connection per request, until told to stop.
@@ -138,7 +146,7 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
     // B waits on the upgrade socket for A's listeners; A sends them on SIGQUIT.
     let sock = dir.path().join("upgrade.sock");
     let mut b = EdgeProc {
-        child: spawn(&config, addr, admin, origin.addr, &cache, true),
+        child: spawn(&changed, addr, admin, origin.addr, &cache, true),
         addr,
         admin: Some(admin),
     };
@@ -191,6 +199,8 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
         (r.status, r.cache_status(), r.sha()),
         (200, "HIT", warm_sha)
     );
+    let cc = r.header("cache-control");
+    assert!(cc.contains("max-age=60,"), "the new config is live: {cc}");
     assert_eq!(origin.requests_for("/media/warm"), 1);
     let n = misses.load(Ordering::Relaxed);
     assert_eq!(origin.requests(), 1 + n, "{n} misses");
