@@ -627,6 +627,12 @@ impl ProxyHttp for Edge {
         if session.cache.lock_duration().is_some() {
             METRICS.lock_waits.inc();
         }
+        if session.subrequest_ctx.is_some() {
+            // A background fill or revalidation pingora runs on its own: no client saw it,
+            // so it is neither a downstream response nor an access log line (nginx's
+            // `log_subrequest off`).
+            return;
+        }
         let client_gone =
             ctx.client_gone.load(Ordering::Relaxed) || e.is_some_and(client_went_away);
         if client_gone {

@@ -548,3 +548,47 @@ fn access_log_keys_are_checked() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_refresh_is_not_a_logged_request() {
+    let origin = Origin::start().await;
+    let body = body_of(4000, 6);
+    origin.put(
+        "/media/swr",
+        body.clone(),
+        &[("cache-control", "public, max-age=1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (edge, _) = spawn_logged(
+        origin.addr,
+        dir.path(),
+        &format!(
+            "[access_log]\npath = \"{}\"\n[[route]]\nprefix = \"/media/\"\n\
+             stale_while_revalidate_secs = 60\n[[route]]\nprefix = \"/\"\nmode = \"bypass\"\n",
+            log.display()
+        ),
+    );
+    assert_eq!(
+        get(&edge.url("/media/swr"), &[]).await.cache_status(),
+        "MISS"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = get(&edge.url("/media/swr"), &[]).await;
+    assert_eq!((r.status, r.cache_status()), (200, "UPDATING"));
+    assert_eq!(r.sha(), sha256_hex(&body));
+    // pingora refreshes in a background subrequest of its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.requests_for("/media/swr") < 2 {
+        assert!(Instant::now() < deadline, "no background refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the refresh time to finish (and, were it logged, to reach the log).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = lines_at_least(&log, 2).await;
+    assert_eq!(lines.len(), 2, "only the client's requests: {lines:#?}");
+    assert!(lines[0].contains(" 200 4000 ") && lines[0].contains(" MISS "));
+    assert!(lines[1].contains(" 200 4000 ") && lines[1].contains(" UPDATING "));
+    let count = metric(&edge, "komora_edge_request_duration_seconds_count", "").await;
+    assert_eq!(count, 2.0);
+}
