@@ -4,7 +4,7 @@
 //! hits without `Range` are written from `request_filter` (`Edge::serve_memory_hit`), the
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
-use crate::access_log::{AccessLog, Record, RequestId};
+use crate::access_log::{AccessLog, Record, RequestId, Target};
 use crate::config::{EdgeConfig, Route, RouteMode};
 use crate::direct::{self, Body, BodyFile, HeadKind};
 use crate::metrics::{ClientClosedPhase, METRICS};
@@ -662,7 +662,7 @@ impl ProxyHttp for Edge {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
             method: req.method.clone(),
-            uri: req.uri.clone(),
+            target: Target::of(&req.uri),
             version: req.version,
             status,
             body_bytes,
