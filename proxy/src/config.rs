@@ -260,6 +260,27 @@ pub struct RawAdmin {
     pub token_env: Option<String>,
 }
 
+/// `[access_log]`: one line per request (nginx `combined` plus cache status, upstream
+/// status, upstream and total time, bytes sent and request id, or one JSON object per line),
+/// written by a background thread fed through a bounded queue: when the queue is full the
+/// line is dropped and counted (`komora_edge_access_log_dropped_total`), never waited for.
+/// The file is opened for append and reopened on SIGUSR1 (logrotate `postrotate`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Where lines go: a file path (created if missing, appended to), or `"-"` for stdout.
+    /// Default unset (no access log).
+    pub path: Option<String>,
+    /// `"combined"` (nginx combined, then cache status, upstream status, upstream time and
+    /// total time in seconds, bytes sent including the head, request id; `-` when unknown) or
+    /// `"json"` (one object per line, the same fields by name). Default `"combined"`.
+    pub format: Option<String>,
+    /// Lines queued for the writer before new ones are dropped (it drains every 2 ms).
+    /// Count. Default 16384, range 1..=1048576; the queue is allocated up front, about
+    /// 400 bytes per line.
+    pub queue_lines: Option<u64>,
+}
+
 /// The whole file, exactly as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +297,8 @@ pub struct RawConfig {
     pub route: Option<Vec<RawRoute>>,
     /// `[admin]`
     pub admin: Option<RawAdmin>,
+    /// `[access_log]`
+    pub access_log: Option<RawAccessLog>,
 }
 
 /// Validated `[server]`.
@@ -391,6 +414,40 @@ pub struct AdminSettings {
     pub token_env: String,
 }
 
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output (containers).
+    Stdout,
+    /// A file, appended to and reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx `combined` plus the edge's fields.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Default `access_log.queue_lines`.
+pub const DEFAULT_ACCESS_LOG_QUEUE_LINES: u64 = 16_384;
+/// Largest `access_log.queue_lines`.
+pub const MAX_ACCESS_LOG_QUEUE_LINES: u64 = 1 << 20;
+
+/// Validated `[access_log]`, present only when `path` is set.
+#[derive(Debug, Clone)]
+pub struct AccessLogSettings {
+    /// Destination.
+    pub target: AccessLogTarget,
+    /// Line format.
+    pub format: AccessLogFormat,
+    /// Bounded queue capacity.
+    pub queue_lines: NonZeroUsize,
+}
+
 /// The validated configuration the edge runs with.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -404,6 +461,8 @@ pub struct EdgeConfig {
     pub routes: Vec<Route>,
     /// `[admin]`
     pub admin: AdminSettings,
+    /// `[access_log]`, `None` when off.
+    pub access_log: Option<AccessLogSettings>,
 }
 
 /// Command-line values that replace file values (`--listen`, `--origin`, `--cache-dir`).
@@ -417,13 +476,22 @@ pub struct Overrides {
     pub cache_dir: Option<String>,
     /// Replaces `admin.listen`.
     pub admin_listen: Option<String>,
+    /// Replaces `access_log.path`.
+    pub access_log: Option<String>,
 }
 
 /// Keys each table accepts; mirrors the `Raw*` structs (their `deny_unknown_fields` is the
 /// backstop if this list ever drifts).
 fn known_keys(table: &str) -> &'static [&'static str] {
     match table {
-        "" => &["server", "upstream", "cache", "route", "admin"],
+        "" => &[
+            "server",
+            "upstream",
+            "cache",
+            "route",
+            "admin",
+            "access_log",
+        ],
         "server" => &[
             "listen",
             "tls_listen",
@@ -473,6 +541,7 @@ fn known_keys(table: &str) -> &'static [&'static str] {
             "targeted_fields",
         ],
         "admin" => &["listen", "token_env"],
+        "access_log" => &["path", "format", "queue_lines"],
         _ => &[],
     }
 }
@@ -669,6 +738,9 @@ impl RawConfig {
         }
         if let Some(a) = &o.admin_listen {
             self.admin.get_or_insert_with(Default::default).listen = Some(a.clone());
+        }
+        if let Some(p) = &o.access_log {
+            self.access_log.get_or_insert_with(Default::default).path = Some(p.clone());
         }
     }
 
@@ -1030,6 +1102,45 @@ impl RawConfig {
             },
         };
 
+        let l = self.access_log.unwrap_or_default();
+        let format = match l.format.as_deref().unwrap_or("combined") {
+            "combined" => AccessLogFormat::Combined,
+            "json" => AccessLogFormat::Json,
+            other => {
+                c.err(
+                    "access_log.format",
+                    format!("must be \"combined\" or \"json\", got {other:?}"),
+                );
+                AccessLogFormat::Combined
+            }
+        };
+        let queue_lines = nz_usize(c.range(
+            "access_log.queue_lines",
+            l.queue_lines,
+            DEFAULT_ACCESS_LOG_QUEUE_LINES,
+            1,
+            MAX_ACCESS_LOG_QUEUE_LINES,
+        ));
+        let access_log = match l.path.as_deref() {
+            None => None,
+            Some("") => {
+                c.err(
+                    "access_log.path",
+                    "must not be empty (a file path, or \"-\" for stdout)",
+                );
+                None
+            }
+            Some(p) => Some(AccessLogSettings {
+                target: if p == "-" {
+                    AccessLogTarget::Stdout
+                } else {
+                    AccessLogTarget::File(PathBuf::from(p))
+                },
+                format,
+                queue_lines,
+            }),
+        };
+
         if c.errors.is_empty() {
             Ok(EdgeConfig {
                 server,
@@ -1037,6 +1148,7 @@ impl RawConfig {
                 cache,
                 routes,
                 admin,
+                access_log,
             })
         } else {
             Err(ConfigErrors {

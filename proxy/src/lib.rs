@@ -11,15 +11,19 @@
 //! - [`lock`]: the cache lock that collapses concurrent misses.
 //! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
 //! - [`signing`]: signed media URLs checked before the cache.
+//! - [`access_log`]: one line per request, written off the hot path; [`logging`]: the
+//!   diagnostic log (client closes are counted, not errors).
 //!
 //! `main.rs` only parses flags; tests drive the `komora-edge` binary end to end.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod direct;
 pub mod eviction;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod rfc;

@@ -29,22 +29,24 @@ struct Args {
     /// Admin listen address, replaces admin.listen.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Access log file ("-" for stdout), replaces access_log.path.
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<String>,
+    /// Zero-downtime upgrade: take the listening sockets over from the running edge through
+    /// server.upgrade_sock (send that process SIGQUIT once this one has started).
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,pingora_cache::meta=error")
-            }),
-        )
-        .init();
+    komora_proxy::logging::init();
     let args = Args::parse();
     let overrides = Overrides {
         listen: args.listen,
         origin: args.origin,
         cache_dir: args.cache_dir,
         admin_listen: args.admin_listen,
+        access_log: args.access_log,
     };
     if let Some(path) = args.check_config {
         return match EdgeConfig::load(Some(&path), &Overrides::default()) {
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    match komora_proxy::server::build(config) {
+    match komora_proxy::server::build(config, args.upgrade) {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("komora-edge: {e}");

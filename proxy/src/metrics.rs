@@ -42,6 +42,43 @@ pub struct Metrics {
     pub fill_readers_cut_off: IntCounter,
     /// `requests` children resolved once, in [`STATUSES`] order (no label hashing per request).
     by_status: Vec<IntCounter>,
+    /// Responses by status class and cache status (downstream view, every request).
+    pub responses: IntCounterVec,
+    /// `responses` children resolved once: `[class][cache status]`, [`STATUS_CLASSES`] ×
+    /// [`STATUSES`] order.
+    responses_by: Vec<Vec<IntCounter>>,
+    /// Time from the parsed request head to the end of the response, every request.
+    pub request_duration: Histogram,
+    /// Client connections that closed or reset before a complete request head, or while
+    /// a request was in flight (normal client behaviour: counted and debug-logged, not
+    /// logged as errors), by `phase` (`request_head`, `in_flight`).
+    pub client_closed: IntCounterVec,
+    /// Access log lines dropped because the writer's queue was full.
+    pub access_log_dropped: IntCounter,
+    /// Access log writes, flushes or reopens that failed.
+    pub access_log_write_errors: IntCounter,
+}
+
+/// Status class labels of `komora_edge_responses_total`; `other` for a status outside
+/// 100..=599.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Where a client closed its connection (`komora_edge_client_closed_total{phase}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientClosedPhase {
+    /// Before a complete request head (half-sent request).
+    RequestHead,
+    /// While its request was being served.
+    InFlight,
+}
+
+impl ClientClosedPhase {
+    fn label(self) -> &'static str {
+        match self {
+            ClientClosedPhase::RequestHead => "request_head",
+            ClientClosedPhase::InFlight => "in_flight",
+        }
+    }
 }
 
 /// Every `X-Cache-Status` value.
@@ -130,6 +167,56 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(integrity_failures.clone()))?;
     registry.register(Box::new(origin_latency.clone()))?;
     registry.register(Box::new(lock_waits.clone()))?;
+    let responses = IntCounterVec::new(
+        Opts::new(
+            "komora_edge_responses_total",
+            "Responses by status class and cache status",
+        ),
+        &["status_class", "cache_status"],
+    )?;
+    let request_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "komora_edge_request_duration_seconds",
+            "Time from request head to end of response",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0, 30.0,
+        ]),
+    )?;
+    let client_closed = IntCounterVec::new(
+        Opts::new(
+            "komora_edge_client_closed_total",
+            "Client connections closed before or during a request, by phase",
+        ),
+        &["phase"],
+    )?;
+    let access_log_dropped = IntCounter::new(
+        "komora_edge_access_log_dropped_total",
+        "Access log lines dropped on a full queue",
+    )?;
+    let access_log_write_errors = IntCounter::new(
+        "komora_edge_access_log_write_errors_total",
+        "Access log writes that failed",
+    )?;
+    registry.register(Box::new(responses.clone()))?;
+    registry.register(Box::new(request_duration.clone()))?;
+    registry.register(Box::new(client_closed.clone()))?;
+    registry.register(Box::new(access_log_dropped.clone()))?;
+    registry.register(Box::new(access_log_write_errors.clone()))?;
+    for phase in [ClientClosedPhase::RequestHead, ClientClosedPhase::InFlight] {
+        // Present from the start, so a dashboard sees 0 rather than no series.
+        client_closed.with_label_values(&[phase.label()]);
+    }
+    let responses_by = STATUS_CLASSES
+        .iter()
+        .map(|c| {
+            STATUSES
+                .iter()
+                .map(|s| responses.with_label_values(&[*c, *s]))
+                .collect()
+        })
+        .collect();
     let by_status = STATUSES
         .iter()
         .map(|s| requests.with_label_values(&[*s]))
@@ -138,6 +225,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_write_failures,
         fill_readers_cut_off,
         by_status,
+        responses,
+        responses_by,
+        request_duration,
+        client_closed,
+        access_log_dropped,
+        access_log_write_errors,
         registry,
         requests,
         bytes_served,
@@ -171,6 +264,35 @@ impl Metrics {
             }
             None => self.requests.with_label_values(&[status]).inc(),
         }
+    }
+
+    /// Count one finished response (`status` as written, `cache_status` its
+    /// `X-Cache-Status`) and its duration.
+    pub fn response(&self, status: u16, cache_status: &str, duration: std::time::Duration) {
+        self.request_duration.observe(duration.as_secs_f64());
+        let class = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => STATUS_CLASSES.len() - 1,
+        };
+        let counter = STATUSES
+            .iter()
+            .position(|s| *s == cache_status)
+            .and_then(|i| self.responses_by.get(class)?.get(i));
+        match counter {
+            Some(c) => c.inc(),
+            None => self
+                .responses
+                .with_label_values(&[
+                    STATUS_CLASSES.get(class).copied().unwrap_or("other"),
+                    cache_status,
+                ])
+                .inc(),
+        }
+    }
+
+    /// Count a client that closed its connection in `phase`.
+    pub fn client_closed(&self, phase: ClientClosedPhase) {
+        self.client_closed.with_label_values(&[phase.label()]).inc();
     }
 
     /// Text exposition format.

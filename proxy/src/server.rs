@@ -32,6 +32,9 @@ pub enum BuildError {
     /// TLS certificate/key could not be loaded.
     #[error("server.tls_cert/tls_key: {0}")]
     Tls(String),
+    /// The access log could not be opened.
+    #[error("{0}")]
+    AccessLog(#[from] crate::access_log::StartError),
 }
 
 fn server_conf(config: &EdgeConfig) -> ServerConf {
@@ -68,10 +71,19 @@ fn raise_open_file_limit() {
 
 /// Build the server with all services; call `run_forever` on the result.
 /// The disk index rebuild starts here in the background; listeners do not wait for it.
-pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
+///
+/// With `upgrade`, bootstrap takes the listening sockets over from the edge running with
+/// the same `server.upgrade_sock` (pingora's graceful upgrade): it waits for them until
+/// that process gets SIGQUIT, then this one accepts on the very same sockets, so no
+/// connection is refused while the old process drains.
+pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
     raise_open_file_limit();
     let config = Arc::new(config);
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&config));
     server.bootstrap();
 
     let storage: &'static TieredStorage = Box::leak(Box::new(
@@ -93,7 +105,12 @@ pub fn build(config: EdgeConfig) -> Result<Server, BuildError> {
     let health = background_service("origin health check", lb);
     let upstreams = health.task();
 
-    let edge = Edge::new(config.clone(), storage, lock, upstreams);
+    let mut edge = Edge::new(config.clone(), storage, lock, upstreams);
+    edge.access_log = config
+        .access_log
+        .as_ref()
+        .map(crate::access_log::AccessLog::start)
+        .transpose()?;
     let app = EdgeApp::new(
         pingora::proxy::http_proxy(&server.configuration, edge),
         config.server.request_header_timeout,

@@ -6,10 +6,11 @@
 //! hits without `Range` are written from `request_filter` (`Edge::serve_memory_hit`), the
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
+use crate::access_log::{AccessLog, Record, RequestId, Target};
 use crate::config::{EdgeConfig, KeyQuery, Route, RouteMode};
 use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
-use crate::metrics::METRICS;
+use crate::metrics::{ClientClosedPhase, METRICS};
 use crate::policy;
 use crate::rfc;
 use crate::signing;
@@ -27,11 +28,14 @@ use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora::protocols::http::date::get_cached_date;
-use pingora::proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
+use pingora::proxy::{
+    range_header_filter, FailToProxy, ProxyHttp, ProxyWarnLogContext, RangeType, Session,
+};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +55,8 @@ pub struct Edge {
     any_deny: bool,
     /// What requests saw of each origin peer.
     observed: Observed,
+    /// The access log, `None` when `[access_log]` is off.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Edge {
@@ -72,6 +78,7 @@ impl Edge {
             routes,
             any_deny,
             observed,
+            access_log: None,
         }
     }
 
@@ -340,7 +347,8 @@ impl Edge {
                 // in-memory bytes go out instead.
                 _ => Body::Bytes(&entry.body),
             };
-            write_direct(session, fd, head, body, "memory").await;
+            let status = if not_modified { 304 } else { 200 };
+            ctx.direct = Some(write_direct(session, fd, head, body, "memory", status).await);
             return Ok(true);
         }
 
@@ -392,7 +400,8 @@ impl Edge {
         } else {
             Body::File(file)
         };
-        write_direct(session, fd, head, body, "disk").await;
+        let status = if not_modified { 304 } else { 200 };
+        ctx.direct = Some(write_direct(session, fd, head, body, "disk", status).await);
         true
     }
 }
@@ -508,27 +517,72 @@ fn direct_head(mut header: Box<ResponseHeader>) -> Option<Bytes> {
 /// Write `head` and `body` (its bytes counted for `tier`) straight to the socket.
 /// Pingora's session saw no response of its own, so it has no body left to finish and
 /// reuses the connection; after a failed write the connection is marked not reusable and
-/// pingora closes it instead of writing anything more.
+/// pingora closes it instead of writing anything more. Returns what went out, for the
+/// `logging` hook (pingora's session counted none of it).
 async fn write_direct(
     session: &mut Session,
     fd: RawFd,
     head: Bytes,
     body: Body<'_>,
     tier: &'static str,
-) {
+    status: u16,
+) -> DirectSent {
     let (len, sendfile) = (body.size(), matches!(body, Body::File(_)));
-    match direct::send_response(fd, &head, body).await {
-        Ok(_) => {
+    let head_len = head.len() as u64;
+    let written = match direct::send_response(fd, &head, body).await {
+        Ok(n) => {
             METRICS.bytes_served.with_label_values(&[tier]).inc_by(len);
             if sendfile {
                 METRICS.sendfile_responses.inc();
             }
+            n
         }
         Err((e, written)) => {
             tracing::debug!(error = %e, written, "direct write failed, closing connection");
             session.set_keepalive(None);
+            written
         }
+    };
+    DirectSent {
+        status,
+        bytes: written,
+        body_bytes: written.saturating_sub(head_len),
     }
+}
+
+/// A response the direct path wrote to the socket itself.
+#[derive(Debug, Clone, Copy)]
+struct DirectSent {
+    status: u16,
+    /// Head and body bytes written.
+    bytes: u64,
+    /// Body bytes written.
+    body_bytes: u64,
+}
+
+/// Whether `e` is a connection closing or being reset.
+fn is_close(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    )
+}
+
+/// Whether `e` is the client closing or resetting its connection (normal client behaviour).
+fn client_went_away(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream && is_close(e)
+}
+
+/// Bytes of `h` on the HTTP/1.1 wire (status line, headers, blank line), without
+/// serializing it.
+fn head_wire_len(h: &ResponseHeader) -> u64 {
+    let status_line = 9 + 3 + 1 + h.get_reason_phrase().map_or(0, str::len) + 2;
+    let fields: usize = h
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    (status_line + fields + 2) as u64
 }
 
 /// Per-request state.
@@ -555,6 +609,28 @@ pub struct EdgeCtx {
     filled_in_background: bool,
     /// A background fill stopped on purpose: its response is not cached (no error to log).
     fill_dropped: bool,
+    /// When the request head had been parsed (pingora makes the ctx right after).
+    start: Option<Instant>,
+    /// The origin's response status and the time it took (to the end of its body).
+    upstream_status: Option<u16>,
+    upstream_time: Option<Duration>,
+    /// Set when first needed (origin request or access log line).
+    request_id: Option<RequestId>,
+    /// Set when the direct path wrote the response.
+    direct: Option<DirectSent>,
+    /// The client closed its connection mid request (set from the `&self` log hooks).
+    client_gone: AtomicBool,
+}
+
+impl EdgeCtx {
+    fn request_id(&mut self, req: &RequestHeader) -> &RequestId {
+        self.request_id.get_or_insert_with(|| {
+            req.headers
+                .get("x-request-id")
+                .and_then(RequestId::from_client)
+                .unwrap_or_else(RequestId::generate)
+        })
+    }
 }
 
 fn path_and_query(session: &Session) -> &str {
@@ -569,6 +645,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> EdgeCtx {
         EdgeCtx {
             status: "BYPASS",
+            start: Some(Instant::now()),
             ..Default::default()
         }
     }
@@ -668,11 +745,6 @@ impl ProxyHttp for Edge {
     fn cache_miss(&self, session: &mut Session, _ctx: &mut EdgeCtx) {
         session.cache.cache_miss();
         background_fill_role_known(session);
-    }
-
-    /// A background fill stopped because its response is not cached is not an error.
-    fn suppress_error_log(&self, _session: &Session, ctx: &EdgeCtx, _error: &Error) -> bool {
-        ctx.fill_dropped
     }
 
     /// Enable the cache for GET/HEAD on `cache` routes (not for a request with `no-store`
@@ -828,6 +900,18 @@ impl ProxyHttp for Edge {
         e
     }
 
+    /// The request id goes to the origin, so its logs and ours can be joined.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<()> {
+        let id = ctx.request_id(session.req_header()).header_value();
+        upstream_request.insert_header("x-request-id", id)?;
+        Ok(())
+    }
+
     /// The origin answered: its peer is healthy again at once, and an unsafe request's
     /// non-error answer invalidates the stored URL (RFC 9111 §4.4).
     async fn upstream_response_filter(
@@ -836,11 +920,12 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
-        if let Some(start) = ctx.upstream_start.take() {
-            METRICS
-                .origin_latency
-                .observe(start.elapsed().as_secs_f64());
+        if let Some(start) = ctx.upstream_start {
+            let elapsed = start.elapsed();
+            METRICS.origin_latency.observe(elapsed.as_secs_f64());
+            ctx.upstream_time = Some(elapsed);
         }
+        ctx.upstream_status = Some(resp.status.as_u16());
         if let Some(b) = &ctx.backend {
             self.observed.record(b, true);
         }
@@ -903,7 +988,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut EdgeCtx,
     ) -> Result<Option<Duration>> {
         if !session.cache.enabled() && is_background_fill(session) {
@@ -917,6 +1002,11 @@ impl ProxyHttp for Edge {
                 .bytes_served
                 .with_label_values(&["origin"])
                 .inc_by(b.len() as u64);
+        }
+        if end_of_stream {
+            if let Some(start) = ctx.upstream_start.take() {
+                ctx.upstream_time = Some(start.elapsed());
+            }
         }
         Ok(None)
     }
@@ -1010,14 +1100,93 @@ impl ProxyHttp for Edge {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
+    /// A client closing mid request is normal: counted (in `logging`) and a debug line, not
+    /// pingora's ERROR line.
+    /// A background fill stopped because its response is not cached is not an error either.
+    fn suppress_error_log(&self, _session: &Session, ctx: &EdgeCtx, error: &Error) -> bool {
+        if ctx.fill_dropped {
+            return true;
+        }
+        if !client_went_away(error) {
+            return false;
+        }
+        ctx.client_gone.store(true, Ordering::Relaxed);
+        tracing::debug!(%error, "client closed the connection mid request");
+        true
+    }
+
+    /// The same for a client that left while its response was also filling the cache
+    /// (pingora keeps filling and would log a warning).
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &EdgeCtx,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // In this context the error is the downstream's by definition (pingora does not
+        // always tag its source).
+        if !matches!(context, ProxyWarnLogContext::DownstreamCache) || !is_close(error) {
+            return false;
+        }
+        ctx.client_gone.store(true, Ordering::Relaxed);
+        tracing::debug!(%error, "client closed the connection, cache fill continues");
+        true
+    }
+
+    /// Metrics for every request, and its access log line (queued, never waited for).
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut EdgeCtx) {
         if session.subrequest_ctx.is_some() {
-            // A background fill: its parent request is the one counted.
+            // A background fill or revalidation pingora runs on its own: no client saw it,
+            // so it is neither a counted request nor an access log line (nginx's
+            // `log_subrequest off`); its parent request is the one counted.
             return;
         }
         METRICS.request(ctx.status);
         if session.cache.lock_duration().is_some() {
             METRICS.lock_waits.inc();
         }
+        let client_gone =
+            ctx.client_gone.load(Ordering::Relaxed) || e.is_some_and(client_went_away);
+        if client_gone {
+            METRICS.client_closed(ClientClosedPhase::InFlight);
+        }
+        let (status, bytes_sent, body_bytes) = match (ctx.direct, session.response_written()) {
+            (Some(d), _) => (d.status, d.bytes, d.body_bytes),
+            (None, Some(h)) => {
+                let body = session.body_bytes_sent() as u64;
+                (h.status.as_u16(), head_wire_len(h) + body, body)
+            }
+            // Nothing was written: the client left first (nginx's 499), or pingora gave up
+            // on a broken request without a response.
+            (None, None) => (if client_gone { 499 } else { 0 }, 0, 0),
+        };
+        let request_time = ctx.start.map_or(Duration::ZERO, |s| s.elapsed());
+        METRICS.response(status, ctx.status, request_time);
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let request_id = ctx.request_id(session.req_header()).clone();
+        let req = session.req_header();
+        log.send(Record {
+            time: SystemTime::now(),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            method: req.method.clone(),
+            target: Target::of(&req.uri),
+            version: req.version,
+            status,
+            body_bytes,
+            bytes_sent,
+            referer: req.headers.get(http::header::REFERER).cloned(),
+            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+            cache_status: ctx.status,
+            upstream_status: ctx.upstream_status,
+            upstream_time: ctx.upstream_time,
+            request_time,
+            request_id,
+        });
     }
 }

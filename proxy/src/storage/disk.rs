@@ -256,7 +256,11 @@ impl DiskTier {
     pub fn rebuild_index(&self) {
         if let Ok(rd) = fs::read_dir(&self.tmp_dir) {
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                // A live process's temp file is a fill in progress: ours (listeners do not
+                // wait for this scan), or the old edge's during an upgrade.
+                if !tmp_owner_alive(&e.file_name()) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         let mut stack = vec![self.dir.clone()];
@@ -378,5 +382,22 @@ impl Drop for DiskWriter {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+/// Whether the process that named the temp file `name` (`{pid}-{n}`, see `tmp_path`) is still
+/// running (signal 0 reaches it, or it exists but is not ours to signal).
+fn tmp_owner_alive(name: &std::ffi::OsStr) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    let pid = name
+        .to_str()
+        .and_then(|n| n.split_once('-'))
+        .and_then(|(p, _)| p.parse::<i32>().ok())
+        .filter(|p| *p > 0);
+    match pid {
+        Some(p) => matches!(kill(Pid::from_raw(p), None), Ok(()) | Err(Errno::EPERM)),
+        None => false,
     }
 }

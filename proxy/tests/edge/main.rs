@@ -2,6 +2,7 @@
 //! cache directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_log;
 mod cache;
 mod common;
 mod config;
@@ -12,4 +13,5 @@ mod integrity;
 mod server;
 mod signed;
 mod storage;
+mod upgrade;
 mod zerocopy;
