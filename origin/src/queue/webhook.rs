@@ -29,6 +29,8 @@ use sqlx::Row;
 
 use super::config::PlatformConfig;
 use super::store::{enqueue_at, now_ms};
+use super::tasks::ai_reply::ProcessAiReply;
+use super::tasks::download_media::{DownloadInput, DownloadMedia};
 use super::NewTask;
 use crate::api::error::ApiError;
 use crate::api::messages::MAX_TEXT_CHARS;
@@ -342,23 +344,20 @@ pub async fn store_inbound(
     .await?;
     let mut tasks = Vec::new();
     for (position, media) in m.media.iter().enumerate() {
-        let task = NewTask {
-            kind: "download_and_save_media".into(),
-            payload: json!({
-                "message_id": message_id,
-                "position": position,
-                "url": media.url,
-                "content_type": media.content_type,
-                "name": media.name,
-                "platform": p.name,
-            }),
-            idempotency_key: Some(format!("download_and_save_media:{message_id}:{position}")),
-            run_at_ms: None,
+        let input = DownloadInput {
+            message_id,
+            position: i64::try_from(position).unwrap_or(i64::MAX),
+            url: media.url.clone(),
+            content_type: media.content_type.clone(),
+            name: media.name.clone(),
+            platform: Some(p.name.clone()),
         };
+        let task =
+            NewTask::of::<DownloadMedia>(&input).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
     }
     if config.ai.enabled && config.ai.channels.contains(&p.name) {
-        let task = NewTask::process_ai_reply(message_id);
+        let task = ProcessAiReply::task(message_id);
         tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
     }
     tx.commit().await?;

@@ -1,15 +1,19 @@
-//! Task kinds: the handler trait, the context handlers get, and the built-in kinds.
+//! The origin's task kinds, each a typed `komora_queue::Task` (its `KIND`, input and
+//! options written once, in its module), and the context their runs get.
 
 pub mod ai_reply;
 pub mod download_media;
 pub mod send_message;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::store::ClaimedTask;
+pub use komora_queue::task::{Handler as TaskHandler, Handlers, TaskOptions};
+pub use komora_queue::TaskError;
+
 use crate::config::Config;
 use crate::db::Db;
+use komora_queue::store::ClaimedTask;
 
 /// Everything a handler may use. Cheap to share.
 pub struct TaskContext {
@@ -33,63 +37,68 @@ impl TaskContext {
     }
 }
 
-/// Why a run failed, and whether trying again can help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TaskError {
-    /// Transient (5xx, timeout, database busy): retried with backoff until max attempts.
-    #[error("{0}")]
-    Retry(String),
-    /// Trying again cannot help (4xx, bad payload): the task is dead at once.
-    #[error("{0}")]
-    Permanent(String),
-    /// An earlier run may have had its effect (a send reached the platform) and repeating it
-    /// could do it twice: the task waits as `delivery_unknown` for an operator.
-    #[error("{0}")]
-    DeliveryUnknown(String),
-}
-
-impl From<sqlx::Error> for TaskError {
-    fn from(e: sqlx::Error) -> Self {
-        TaskError::Retry(format!("database: {e}"))
+impl komora_queue::Context for TaskContext {
+    type Db = Db;
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn queue_config(&self) -> &komora_queue::QueueConfig {
+        &self.config.queue
+    }
+    fn handlers() -> Handlers<TaskContext> {
+        builtin_handlers()
     }
 }
 
-/// Code that runs one kind of task. Must be safe to run again (at-least-once delivery).
-#[async_trait::async_trait]
-pub trait TaskHandler: Send + Sync {
-    async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError>;
+/// The input of the kinds that act on one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageInput {
+    pub message_id: i64,
+}
+
+/// The task of kind `T` for message `message_id`, keyed by the kind's idempotency key.
+pub fn message_task<T: komora_queue::Task<Input = MessageInput>>(
+    message_id: i64,
+) -> komora_queue::NewTask {
+    let input = MessageInput { message_id };
+    komora_queue::NewTask {
+        kind: T::KIND.to_string(),
+        payload: serde_json::json!({ "message_id": message_id }),
+        idempotency_key: T::idempotency_key(&input),
+        run_at_ms: None,
+    }
 }
 
 /// Does nothing: health checks and benchmarks.
 pub struct Noop;
 
 #[async_trait::async_trait]
-impl TaskHandler for Noop {
-    async fn run(&self, _ctx: &TaskContext, _task: &ClaimedTask) -> Result<(), TaskError> {
+impl komora_queue::Task for Noop {
+    const KIND: &'static str = "noop";
+    type Input = serde_json::Value;
+    type Context = TaskContext;
+
+    async fn run(
+        &self,
+        _ctx: &TaskContext,
+        _input: serde_json::Value,
+        _task: &ClaimedTask,
+    ) -> Result<(), TaskError> {
         Ok(())
     }
 }
 
-/// An `i64` field of a task's payload, or a permanent error naming it.
-pub fn payload_i64(task: &ClaimedTask, field: &str) -> Result<i64, TaskError> {
-    task.payload
-        .get(field)
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| TaskError::Permanent(format!("payload has no integer {field:?}")))
+/// The kinds every worker runs.
+pub fn builtin_handlers() -> Handlers<TaskContext> {
+    let mut h = Handlers::new();
+    h.register(Noop)
+        .register(send_message::SendMessage)
+        .register(ai_reply::ProcessAiReply)
+        .register(download_media::DownloadMedia);
+    h
 }
 
-/// The kinds every worker runs.
-pub fn builtin_handlers() -> HashMap<String, Arc<dyn TaskHandler>> {
-    let mut h: HashMap<String, Arc<dyn TaskHandler>> = HashMap::new();
-    h.insert("noop".into(), Arc::new(Noop));
-    h.insert("send_message".into(), Arc::new(send_message::SendMessage));
-    h.insert(
-        "process_ai_reply".into(),
-        Arc::new(ai_reply::ProcessAiReply),
-    );
-    h.insert(
-        "download_and_save_media".into(),
-        Arc::new(download_media::DownloadMedia),
-    );
-    h
+/// The built-in kinds' default options: what `[queue.kinds.<kind>]` applies on.
+pub fn kind_defaults() -> BTreeMap<String, TaskOptions> {
+    builtin_handlers().defaults().clone()
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use komora_origin::db::Backend;
 use komora_origin::queue::store;
-use komora_origin::queue::NewTask;
+use komora_origin::queue::tasks::send_message::SendMessage;
 use rand::Rng;
 use sqlx::Row;
 
@@ -98,7 +98,7 @@ both_backends!(
             .await
             .unwrap()
             .get(0);
-            store::enqueue_at(&mut tx, &cfg.queue, NewTask::send_message(id), now)
+            store::enqueue_at(&mut tx, &cfg.queue, SendMessage::task(id), now)
                 .await
                 .unwrap();
         }
