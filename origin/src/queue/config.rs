@@ -79,7 +79,7 @@ pub struct AiConfig {
     pub timeout: Duration,
     pub channels: Vec<String>,
     pub history: u32,
-    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
+    pub allowed_hosts: Vec<crate::fetch::AllowedHost>,
 }
 
 impl Default for AiConfig {
@@ -121,7 +121,7 @@ impl AiFile {
             errors,
         );
         check_range(format!("{key}.history"), self.history, 1, 200, errors);
-        let allowed_hosts = super::fetch::parse_allowed(
+        let allowed_hosts = crate::fetch::parse_allowed(
             &format!("{key}.allowed_hosts"),
             &self.allowed_hosts,
             errors,
@@ -269,7 +269,7 @@ pub struct PlatformConfig {
     pub office_id: Option<i64>,
     pub timeout: Duration,
     pub media_max_bytes: u64,
-    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
+    pub allowed_hosts: Vec<crate::fetch::AllowedHost>,
     pub honours_idempotency_key: bool,
 }
 
@@ -359,12 +359,12 @@ fn platform_fetch(
     name: &str,
     p: &PlatformFile,
     errors: &mut Vec<ConfigError>,
-) -> Vec<super::fetch::AllowedHost> {
+) -> Vec<crate::fetch::AllowedHost> {
     if name == "telegram" && p.honours_idempotency_key {
         errors.push(ConfigError::new(
             format!("{pkey}.honours_idempotency_key"),
             "telegram's Bot API ignores Idempotency-Key; a resend after a crash could deliver twice",
         ));
     }
-    super::fetch::parse_allowed(&format!("{pkey}.allowed_hosts"), &p.allowed_hosts, errors)
+    crate::fetch::parse_allowed(&format!("{pkey}.allowed_hosts"), &p.allowed_hosts, errors)
 }

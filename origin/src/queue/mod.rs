@@ -6,21 +6,17 @@
 //! at-least-once; handlers that must not repeat an effect (sending a message) check for it
 //! first.
 //!
-//! Files: `tasks/*` (the kinds, each a typed `komora_queue::Task`), `store` (operator
-//! commands that also touch messages), `worker` (the engine's worker on `TaskContext`),
-//! `platform` (messaging platform HTTP adapters), `fetch` (SSRF-safe outbound HTTP),
-//! `hours` (autobot working hours), `webhook` (inbound messages), `admin`
-//! (`GET /admin/queues`), `cli` (`worker`, `queue …`, `doctor`), `config`.
+//! Files: `tasks` (the context and registry of the kinds, which live in their domains:
+//! `messaging::send`, `autobot::reply`, `media::download`), `store` (operator commands
+//! that also touch messages), `worker` (the engine's worker on `TaskContext`), `admin`
+//! (`GET /admin/queues`), `cli` (`worker`, `queue …`), `config` (`[queue]` re-exported,
+//! `[ai]`, `[platforms]`).
 
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod fetch;
-pub mod hours;
-pub mod platform;
 pub mod store;
 pub mod tasks;
-pub mod webhook;
 pub mod worker;
 
 pub use komora_queue::{backoff, metrics, routing};
@@ -42,7 +38,7 @@ pub fn public_routes() -> axum::Router<crate::app::AppState> {
     metrics::init();
     axum::Router::new().route(
         "/webhooks/{platform}",
-        axum::routing::post(webhook::receive),
+        axum::routing::post(crate::messaging::webhook::receive),
     )
 }
 

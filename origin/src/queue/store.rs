@@ -7,8 +7,8 @@ pub use komora_queue::store::*;
 use komora_queue::store;
 use serde_json::Value;
 
-use super::tasks::send_message::SendMessage;
 use crate::db::Db;
+use crate::messaging::send::SendMessage;
 
 /// Why `retry` did not requeue a task.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use komora_origin::db::Backend;
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::tasks::send_message::SendMessage;
 use rand::Rng;
 use sqlx::Row;
 

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::tasks::send_message::SendMessage;
 use komora_origin::queue::tasks::TaskError;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;

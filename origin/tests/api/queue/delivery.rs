@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::tasks::send_message::SendMessage;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
 use serde_json::json;
@@ -234,8 +234,7 @@ both_backends!(doctor_reports_sends_waiting_for_an_operator, |t| {
     assert!(matches!(out, Outcome::DeliveryUnknown { .. }), "{out:?}");
     let store_: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::memory::InMemory::new());
-    let checks =
-        komora_origin::queue::cli::doctor_checks(&cfg, Ok(&t.db), Some(&store_), run_at).await;
+    let checks = komora_origin::doctor::doctor_checks(&cfg, Ok(&t.db), Some(&store_), run_at).await;
     let queue = checks.iter().find(|c| c.name == "queue").unwrap();
     assert!(!queue.ok, "{queue:?}");
     assert!(

@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use komora_origin::queue::cli::doctor_checks;
+use komora_origin::doctor::doctor_checks;
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store::{self, now_ms};
-use komora_origin::queue::tasks::send_message::SendMessage;
 use komora_origin::queue::tasks::TaskError;
 use komora_origin::queue::NewTask;
 use serde_json::json;

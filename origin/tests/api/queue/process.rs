@@ -7,8 +7,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::tasks::send_message::SendMessage;
 use sqlx::Row;
 
 use super::support::*;

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use komora_origin::autobot::reply::ProcessAiReply;
+use komora_origin::messaging::send::SendMessage;
+use komora_origin::messaging::webhook::hmac_sha256;
 use komora_origin::queue::store::{self, now_ms};
-use komora_origin::queue::tasks::{ai_reply::ProcessAiReply, send_message::SendMessage};
-use komora_origin::queue::webhook::hmac_sha256;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
 use serde_json::json;

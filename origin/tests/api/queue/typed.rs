@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use komora_origin::media::download::{DownloadInput, DownloadMedia};
 use komora_origin::queue::store::{self, now_ms};
-use komora_origin::queue::tasks::download_media::{DownloadInput, DownloadMedia};
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
 use serde_json::json;

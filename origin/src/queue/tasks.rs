@@ -1,9 +1,6 @@
-//! The origin's task kinds, each a typed `komora_queue::Task` (its `KIND`, input and
-//! options written once, in its module), and the context their runs get.
-
-pub mod ai_reply;
-pub mod download_media;
-pub mod send_message;
+//! The context the origin's task kinds run with, and the registry of those kinds. Each
+//! kind is a typed `komora_queue::Task` (its `KIND`, input and options written once) in
+//! its domain: `messaging::send`, `autobot::reply`, `media::download`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +18,7 @@ pub struct TaskContext {
     pub config: Arc<Config>,
     /// SSRF-safe HTTP clients (platform APIs, the RAG API, media downloads), one per
     /// allowed-hosts list.
-    pub http: super::fetch::SafeHttp,
+    pub http: crate::fetch::SafeHttp,
     /// Where downloaded media is stored; `None` fails media tasks (retryable) until set.
     pub media: Option<Arc<dyn object_store::ObjectStore>>,
 }
@@ -31,7 +28,7 @@ impl TaskContext {
         TaskContext {
             db,
             config,
-            http: super::fetch::SafeHttp::default(),
+            http: crate::fetch::SafeHttp::default(),
             media: None,
         }
     }
@@ -92,9 +89,9 @@ impl komora_queue::Task for Noop {
 pub fn builtin_handlers() -> Handlers<TaskContext> {
     let mut h = Handlers::new();
     h.register(Noop)
-        .register(send_message::SendMessage)
-        .register(ai_reply::ProcessAiReply)
-        .register(download_media::DownloadMedia);
+        .register(crate::messaging::send::SendMessage)
+        .register(crate::autobot::reply::ProcessAiReply)
+        .register(crate::media::download::DownloadMedia);
     h
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{MessageInput, TaskContext, TaskError, TaskOptions};
-use crate::queue::platform::{self, SendFailure};
+use crate::messaging::platform::{self, SendFailure};
+use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
 use crate::queue::NewTask;
 use komora_queue::store::ClaimedTask;
 
@@ -26,7 +26,7 @@ pub struct SendMessage;
 impl SendMessage {
     /// The task that delivers outbound message `message_id` (one live task per message).
     pub fn task(message_id: i64) -> NewTask {
-        super::message_task::<SendMessage>(message_id)
+        crate::queue::tasks::message_task::<SendMessage>(message_id)
     }
 }
 

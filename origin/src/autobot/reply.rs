@@ -9,10 +9,10 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::send_message::SendMessage;
-use super::{MessageInput, TaskContext, TaskError, TaskOptions};
-use crate::queue::hours::autobot_decision;
-use crate::queue::platform::{self, classify, transport};
+use crate::autobot::hours::autobot_decision;
+use crate::messaging::platform::{self, classify, transport};
+use crate::messaging::send::SendMessage;
+use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
 use komora_queue::store::{enqueue_at, ClaimedTask};
 
 /// Answer inbound message `message_id` with the autobot if the office is closed.
@@ -21,7 +21,7 @@ pub struct ProcessAiReply;
 impl ProcessAiReply {
     /// The task that answers inbound message `message_id` (one live task per message).
     pub fn task(message_id: i64) -> crate::queue::NewTask {
-        super::message_task::<ProcessAiReply>(message_id)
+        crate::queue::tasks::message_task::<ProcessAiReply>(message_id)
     }
 }
 

@@ -14,10 +14,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use super::{TaskContext, TaskError, TaskOptions};
-use crate::queue::platform::{classify, client, refused, transport};
+use crate::messaging::platform::{classify, client, refused, transport};
+use crate::queue::tasks::{TaskContext, TaskError, TaskOptions};
 use komora_queue::store::ClaimedTask;
 
 pub struct DownloadMedia;
@@ -157,33 +156,18 @@ impl komora_queue::Task for DownloadMedia {
             .name
             .as_deref()
             .map(|s| s.chars().take(255).collect::<String>());
+        // Through the store, like every media and message write.
         let mut tx = ctx.db.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO media (sha256, size, content_type, original_name, object_key, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        let media_id = crate::store::media::insert_in(
+            &mut tx,
+            &sha,
+            size,
+            &content_type,
+            name.as_deref(),
+            now,
         )
-        .bind(sha.as_str())
-        .bind(size)
-        .bind(content_type)
-        .bind(name)
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
-        let media_id: i64 = sqlx::query("SELECT id FROM media WHERE sha256 = $1")
-            .bind(sha.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        sqlx::query(
-            "INSERT INTO message_media (message_id, media_id, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (message_id, media_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(media_id)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
+        crate::store::messages::link_media(&mut tx, message_id, media_id, position).await?;
         tx.commit().await?;
         Ok(())
     }
