@@ -171,7 +171,6 @@ pub fn query_built(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::
     sqlx::query(sqlx::AssertSqlSafe(sql))
 }
 
-/// Now, in Unix milliseconds (the unit of every stored timestamp).
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+/// Now, in Unix milliseconds (the unit of every stored timestamp): the queue engine's clock,
+/// so the API, the store and the queue read one clock.
+pub use komora_queue::now_ms;
