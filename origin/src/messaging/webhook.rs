@@ -163,11 +163,7 @@ pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8])
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message.into() } })),
-    )
-        .into_response()
+    crate::api::error::coded(status, code, &message.into())
 }
 
 /// The handler of `POST /webhooks/{platform}`.
