@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Task-queue benchmarks (issue 4): no-op tasks per second on SQLite and PostgreSQL, and the
+# Task-queue benchmarks: no-op tasks per second on SQLite and PostgreSQL, and the
 # wait of high-priority tasks while 100k low-priority tasks are queued.
 # Needs PostgreSQL at KOMORA_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
 # Runs one benchmark at a time so they do not compete for the cores.

@@ -251,6 +251,6 @@ async fn run(config: Config, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Worker => crate::queue::cli::run_worker(&config).await,
         Cmd::Queue { cmd } => crate::queue::cli::run_queue_cmd(&config, cmd).await,
-        Cmd::Doctor => crate::queue::cli::doctor(&config).await,
+        Cmd::Doctor => crate::doctor::doctor(&config).await,
     }
 }

@@ -85,7 +85,8 @@ impl ConfigFile {
         let server = self.server.validate("server", errors);
         let database = self.database.validate("database", errors);
         let media = self.media.validate("media", errors);
-        let queue = self.queue.validate("queue", errors);
+        let kinds = crate::queue::tasks::kind_defaults();
+        let queue = self.queue.validate("queue", &kinds, errors);
         let ai = self.ai.validate("ai", errors);
         let platforms = self.platforms.validate("platforms", errors);
         if !errors.is_empty() {

@@ -14,36 +14,32 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
-/// Migrations for each backend, embedded in the binary and applied at start.
+/// Migrations for each backend, embedded in the binary and applied at start. They include
+/// the queue engine's `tasks` table (0002, rebuilt by 0004): those files also change the
+/// origin's own tables and sqlx checksums applied migrations, so they stay here as they
+/// are; `komora_queue::schema` is the same table for an application without this history
+/// (a test keeps the two alike).
 pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// See [`SQLITE_MIGRATIONS`].
 pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Which database engine a [`Db`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    /// The backend a database URL names, or `None` for an unsupported scheme.
-    pub fn from_url(url: &str) -> Option<Backend> {
-        if url.starts_with("sqlite:") {
-            Some(Backend::Sqlite)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Some(Backend::Postgres)
-        } else {
-            None
-        }
-    }
-}
+/// Which database engine a [`Db`] talks to (the queue's claims differ per backend too).
+pub use komora_queue::Backend;
 
 /// A connection pool plus the backend it talks to. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+}
+
+impl komora_queue::QueueDb for Db {
+    fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+    fn backend(&self) -> Backend {
+        self.backend
+    }
 }
 
 /// Pool settings taken from the validated config.
@@ -175,7 +171,6 @@ pub fn query_built(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::
     sqlx::query(sqlx::AssertSqlSafe(sql))
 }
 
-/// Now, in Unix milliseconds (the unit of every stored timestamp).
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+/// Now, in Unix milliseconds (the unit of every stored timestamp): the queue engine's clock,
+/// so the API, the store and the queue read one clock.
+pub use komora_queue::now_ms;

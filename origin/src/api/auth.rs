@@ -11,7 +11,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use super::error::ApiError;
 use crate::app::AppState;
@@ -96,18 +95,9 @@ pub async fn require_bearer(
     }
 }
 
-/// The admin API's error shape (`{"error": {"code", "message"}}`, as `crate::queue::admin`).
+/// The admin API's error shape (`{"error": {"code", "message"}}`).
 fn admin_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut resp = (
-        status,
-        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("private, no-store"),
-    );
-    resp
+    super::error::coded(status, code, message)
 }
 
 /// Middleware of `/admin/*`: 401 without a live key, 403 for an operator key.

@@ -115,3 +115,19 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The coded error body of the admin API and the webhooks, `{"error": {"code", "message"}}`
+/// (a machine-readable code for callers that are programs), never cacheable like every
+/// other error. One function, so the two cannot drift apart.
+pub fn coded(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    resp
+}

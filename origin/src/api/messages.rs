@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::params::{path_id, Params};
 use crate::app::AppState;
-use crate::queue::{self, NewTask};
+use crate::messaging::send::SendMessage;
+use crate::queue::tasks::MessageInput;
 use crate::store::api_keys::ApiKey;
 use crate::store::messages::{self, Message, NewMessage, PageStart};
 use crate::store::Cursor;
@@ -162,10 +163,10 @@ pub async fn send_message(
         Err(e) => return Err(e.into()),
     };
     // Transactional enqueue: the message exists exactly when its send task does.
-    let task_id = queue::enqueue(
+    let task_id = komora_queue::enqueue::<SendMessage>(
         &mut tx,
         &state.config.queue,
-        NewTask::send_message(message_id),
+        &MessageInput { message_id },
     )
     .await
     .map_err(|e| {

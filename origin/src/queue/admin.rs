@@ -30,11 +30,7 @@ pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error>
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
+    crate::api::error::coded(status, code, message)
 }
 
 /// The handler: per-queue counts, oldest due age, and the oldest dead and

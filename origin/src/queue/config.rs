@@ -1,4 +1,5 @@
-//! `[queue]`, `[ai]` and `[platforms.<name>]` sections of `config/origin.toml`.
+//! `[ai]` and `[platforms.<name>]` sections of `config/origin.toml`; `[queue]` is the
+//! engine's (`komora_queue::config`), re-exported here.
 //!
 //! Each section has a serde struct that mirrors the file (unknown keys are errors) and a
 //! validated twin the code uses. Validation pushes every problem with its dotted key path.
@@ -10,172 +11,11 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-/// The three queues, highest priority first.
-pub const QUEUES: [&str; 3] = ["high", "default", "low"];
+pub use komora_queue::config::{KindConfig, KindFile, QueueConfig, QueueFile, WeightsFile, QUEUES};
 
-/// `[queue]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueFile {
-    /// Run a worker inside the server process too. Default `false` (run `komora-origin worker`).
-    pub worker_in_server: bool,
-    /// How long a claim is valid without a heartbeat, milliseconds. Default 30000; 1000..=3600000.
-    /// A worker killed mid-task gives its task back this long after the last heartbeat.
-    pub lease_ms: u64,
-    /// Heartbeat period, milliseconds. Default 10000; 100..=lease_ms/2.
-    pub heartbeat_ms: u64,
-    /// Idle poll period when every queue is empty, milliseconds. Default 200; 10..=60000.
-    pub poll_ms: u64,
-    /// Tasks claimed per round trip by the worker loop. Default 32; 1..=1000.
-    pub claim_batch: u32,
-    /// Tasks one worker process runs at once (all kinds). Default 16; 1..=1024.
-    pub worker_concurrency: u32,
-    /// Period of the expired-lease sweep and the prune, milliseconds. Default 5000; 100..=3600000.
-    pub sweep_ms: u64,
-    /// Finished (`done`) tasks older than this are deleted, hours. Default 168; 1..=87600.
-    pub prune_after_hours: u64,
-    /// Weighted round-robin shares: of every `high+default+low` claims, that many go to each
-    /// queue first (an empty queue falls through to the next). Defaults 6/3/1; each 1..=100.
-    pub weights: WeightsFile,
-    /// Per-kind settings, `[queue.kinds.<kind>]`.
-    pub kinds: BTreeMap<String, KindFile>,
-}
-
-impl Default for QueueFile {
-    fn default() -> Self {
-        QueueFile {
-            worker_in_server: false,
-            lease_ms: 30_000,
-            heartbeat_ms: 10_000,
-            poll_ms: 200,
-            claim_batch: 32,
-            worker_concurrency: 16,
-            sweep_ms: 5_000,
-            prune_after_hours: 168,
-            weights: WeightsFile::default(),
-            kinds: BTreeMap::new(),
-        }
-    }
-}
-
-/// `[queue] weights = { high = 6, default = 3, low = 1 }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WeightsFile {
-    /// Share of the high queue. Default 6; 1..=100.
-    pub high: u32,
-    /// Share of the default queue. Default 3; 1..=100.
-    pub default: u32,
-    /// Share of the low queue. Default 1; 1..=100 (never 0: low must not starve).
-    pub low: u32,
-}
-
-impl Default for WeightsFile {
-    fn default() -> Self {
-        WeightsFile {
-            high: 6,
-            default: 3,
-            low: 1,
-        }
-    }
-}
-
-/// `[queue.kinds.<kind>]`: every key optional; missing ones take the kind's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KindFile {
-    /// `high`, `default` or `low`. Default: `high` for send_message and process_ai_reply,
-    /// `low` for download_and_save_media, `default` otherwise.
-    pub queue: Option<String>,
-    /// Most tasks of this kind one worker runs at once. Default 8; 1..=1024.
-    pub concurrency: Option<u32>,
-    /// A run longer than this is cut and retried, milliseconds. Default 30000; 10..=3600000.
-    pub timeout_ms: Option<u64>,
-    /// Runs before the task is dead. Default 5; 1..=100.
-    pub max_attempts: Option<u32>,
-    /// First retry delay, doubled each attempt, with ±25 % jitter, milliseconds.
-    /// Default 1000; 1..=3600000.
-    pub backoff_base_ms: Option<u64>,
-    /// Cap of the retry delay, milliseconds. Default 600000; >= backoff_base_ms.
-    pub backoff_max_ms: Option<u64>,
-}
-
-/// Validated settings of one task kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KindConfig {
-    pub queue: &'static str,
-    pub concurrency: u32,
-    pub timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-}
-
-/// Validated `[queue]` settings.
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    pub worker_in_server: bool,
-    pub lease_ms: u64,
-    pub heartbeat_ms: u64,
-    pub poll_ms: u64,
-    pub claim_batch: u32,
-    pub worker_concurrency: u32,
-    pub sweep_ms: u64,
-    pub prune_after_ms: i64,
-    /// Shares in [`QUEUES`] order.
-    pub weights: [u32; 3],
-    pub kinds: BTreeMap<String, KindConfig>,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        let mut errors = Vec::new();
-        match QueueFile::default().validate("queue", &mut errors) {
-            Some(c) => c,
-            // The defaults are within every range; this arm only keeps the code panic-free.
-            None => QueueConfig {
-                worker_in_server: false,
-                lease_ms: 30_000,
-                heartbeat_ms: 10_000,
-                poll_ms: 200,
-                claim_batch: 32,
-                worker_concurrency: 16,
-                sweep_ms: 5_000,
-                prune_after_ms: 168 * 3_600_000,
-                weights: [6, 3, 1],
-                kinds: BTreeMap::new(),
-            },
-        }
-    }
-}
-
-impl QueueConfig {
-    /// Settings of `kind`: its `[queue.kinds.<kind>]` entry or the built-in defaults.
-    pub fn kind(&self, kind: &str) -> KindConfig {
-        self.kinds
-            .get(kind)
-            .cloned()
-            .unwrap_or_else(|| default_kind(kind))
-    }
-}
-
-/// The queue a kind goes to when config does not say.
-pub fn default_queue(kind: &str) -> &'static str {
-    match kind {
-        "send_message" | "process_ai_reply" => "high",
-        "download_and_save_media" => "low",
-        _ => "default",
-    }
-}
-
-fn default_kind(kind: &str) -> KindConfig {
-    KindConfig {
-        queue: default_queue(kind),
-        concurrency: 8,
-        timeout: Duration::from_millis(30_000),
-        max_attempts: 5,
-        backoff_base_ms: 1_000,
-        backoff_max_ms: 600_000,
+impl From<komora_queue::config::ConfigError> for ConfigError {
+    fn from(e: komora_queue::config::ConfigError) -> Self {
+        ConfigError::new(e.key, e.reason)
     }
 }
 
@@ -191,120 +31,6 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
             key,
             format!("{value} is out of range {min}..={max}"),
         ));
-    }
-}
-
-impl QueueFile {
-    /// Validates the section found at `key` (its dotted path), pushing every problem.
-    pub fn validate(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<QueueConfig> {
-        let before = errors.len();
-        check_range(
-            format!("{key}.lease_ms"),
-            self.lease_ms,
-            1_000,
-            3_600_000,
-            errors,
-        );
-        check_range(
-            format!("{key}.heartbeat_ms"),
-            self.heartbeat_ms,
-            100,
-            (self.lease_ms / 2).max(100),
-            errors,
-        );
-        check_range(format!("{key}.poll_ms"), self.poll_ms, 10, 60_000, errors);
-        check_range(
-            format!("{key}.claim_batch"),
-            self.claim_batch,
-            1,
-            1_000,
-            errors,
-        );
-        check_range(
-            format!("{key}.worker_concurrency"),
-            self.worker_concurrency,
-            1,
-            1_024,
-            errors,
-        );
-        check_range(
-            format!("{key}.sweep_ms"),
-            self.sweep_ms,
-            100,
-            3_600_000,
-            errors,
-        );
-        check_range(
-            format!("{key}.prune_after_hours"),
-            self.prune_after_hours,
-            1,
-            87_600,
-            errors,
-        );
-        let w = &self.weights;
-        for (name, v) in [("high", w.high), ("default", w.default), ("low", w.low)] {
-            check_range(format!("{key}.weights.{name}"), v, 1, 100, errors);
-        }
-        let mut kinds = BTreeMap::new();
-        for (kind, k) in &self.kinds {
-            let kkey = format!("{key}.kinds.{kind}");
-            let mut c = default_kind(kind);
-            if let Some(q) = &k.queue {
-                match QUEUES.iter().find(|n| **n == q.as_str()) {
-                    Some(n) => c.queue = n,
-                    None => errors.push(ConfigError::new(
-                        format!("{kkey}.queue"),
-                        format!("{q:?} is not one of high, default, low"),
-                    )),
-                }
-            }
-            if let Some(v) = k.concurrency {
-                check_range(format!("{kkey}.concurrency"), v, 1, 1_024, errors);
-                c.concurrency = v;
-            }
-            if let Some(v) = k.timeout_ms {
-                check_range(format!("{kkey}.timeout_ms"), v, 10, 3_600_000, errors);
-                c.timeout = Duration::from_millis(v);
-            }
-            if let Some(v) = k.max_attempts {
-                check_range(format!("{kkey}.max_attempts"), v, 1, 100, errors);
-                c.max_attempts = v;
-            }
-            if let Some(v) = k.backoff_base_ms {
-                check_range(format!("{kkey}.backoff_base_ms"), v, 1, 3_600_000, errors);
-                c.backoff_base_ms = v;
-            }
-            if let Some(v) = k.backoff_max_ms {
-                c.backoff_max_ms = v;
-            }
-            if c.backoff_max_ms < c.backoff_base_ms {
-                errors.push(ConfigError::new(
-                    format!("{kkey}.backoff_max_ms"),
-                    format!(
-                        "{} is below backoff_base_ms {}",
-                        c.backoff_max_ms, c.backoff_base_ms
-                    ),
-                ));
-            }
-            kinds.insert(kind.clone(), c);
-        }
-        if errors.len() > before {
-            return None;
-        }
-        Some(QueueConfig {
-            worker_in_server: self.worker_in_server,
-            lease_ms: self.lease_ms,
-            heartbeat_ms: self.heartbeat_ms,
-            poll_ms: self.poll_ms,
-            claim_batch: self.claim_batch,
-            worker_concurrency: self.worker_concurrency,
-            sweep_ms: self.sweep_ms,
-            prune_after_ms: i64::try_from(self.prune_after_hours)
-                .unwrap_or(87_600)
-                .saturating_mul(3_600_000),
-            weights: [w.high, w.default, w.low],
-            kinds,
-        })
     }
 }
 
@@ -353,7 +79,7 @@ pub struct AiConfig {
     pub timeout: Duration,
     pub channels: Vec<String>,
     pub history: u32,
-    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
+    pub allowed_hosts: Vec<crate::fetch::AllowedHost>,
 }
 
 impl Default for AiConfig {
@@ -395,7 +121,7 @@ impl AiFile {
             errors,
         );
         check_range(format!("{key}.history"), self.history, 1, 200, errors);
-        let allowed_hosts = super::fetch::parse_allowed(
+        let allowed_hosts = crate::fetch::parse_allowed(
             &format!("{key}.allowed_hosts"),
             &self.allowed_hosts,
             errors,
@@ -543,7 +269,7 @@ pub struct PlatformConfig {
     pub office_id: Option<i64>,
     pub timeout: Duration,
     pub media_max_bytes: u64,
-    pub allowed_hosts: Vec<super::fetch::AllowedHost>,
+    pub allowed_hosts: Vec<crate::fetch::AllowedHost>,
     pub honours_idempotency_key: bool,
 }
 
@@ -633,12 +359,12 @@ fn platform_fetch(
     name: &str,
     p: &PlatformFile,
     errors: &mut Vec<ConfigError>,
-) -> Vec<super::fetch::AllowedHost> {
+) -> Vec<crate::fetch::AllowedHost> {
     if name == "telegram" && p.honours_idempotency_key {
         errors.push(ConfigError::new(
             format!("{pkey}.honours_idempotency_key"),
             "telegram's Bot API ignores Idempotency-Key; a resend after a crash could deliver twice",
         ));
     }
-    super::fetch::parse_allowed(&format!("{pkey}.allowed_hosts"), &p.allowed_hosts, errors)
+    crate::fetch::parse_allowed(&format!("{pkey}.allowed_hosts"), &p.allowed_hosts, errors)
 }

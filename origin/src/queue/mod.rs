@@ -1,97 +1,36 @@
-//! Durable priority task queues in the origin's own database, and the worker that runs them.
+//! The origin's side of its durable task queues: the task kinds and what they need.
 //!
-//! A task is a row of `tasks` (see `migrations/*/0002_task_queue.sql`): enqueued inside the
-//! caller's transaction, claimed under a lease that a heartbeat renews, and finished as
-//! `done`, retried with backoff, or kept as `dead`. Delivery is at-least-once; handlers that
-//! must not repeat an effect (sending a message) check for it first.
+//! The engine (claims, leases, heartbeats, backoff, dead tasks, prune, the worker loop,
+//! weights, metrics, `[queue]` config and the `tasks` table's migrations) is the
+//! `komora-queue` crate; `store`, `worker` and `config` re-export it. Delivery is
+//! at-least-once; handlers that must not repeat an effect (sending a message) check for it
+//! first.
 //!
-//! Files: `store` (the SQL), `worker` (claim/run/record loop), `routing` (weighted
-//! round-robin), `backoff`, `tasks/*` (the kinds), `platform` (messaging platform HTTP
-//! adapters), `fetch` (SSRF-safe outbound HTTP), `hours` (autobot working hours), `webhook`
-//! (inbound messages), `admin` (`GET /admin/queues`), `metrics`, `cli` (`worker`,
-//! `queue …`, `doctor`), `config`.
+//! Files: `tasks` (the context and registry of the kinds, which live in their domains:
+//! `messaging::send`, `autobot::reply`, `media::download`), `store` (operator commands
+//! that also touch messages), `worker` (the engine's worker on `TaskContext`), `admin`
+//! (`GET /admin/queues`), `cli` (`worker`, `queue …`), `config` (`[queue]` re-exported,
+//! `[ai]`, `[platforms]`).
 
 pub mod admin;
-pub mod backoff;
 pub mod cli;
 pub mod config;
-pub mod fetch;
-pub mod hours;
-pub mod metrics;
-pub mod platform;
-pub mod routing;
 pub mod store;
 pub mod tasks;
-pub mod webhook;
 pub mod worker;
 
-use serde_json::Value;
-
-/// A task to enqueue. The queue (high/default/low) comes from the routing in `[queue]`.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    /// Task kind, e.g. `send_message`, `process_ai_reply`, `download_and_save_media`.
-    pub kind: String,
-    /// Kind-specific arguments.
-    pub payload: Value,
-    /// A second enqueue with the same key is a no-op (at most one live task per key).
-    pub idempotency_key: Option<String>,
-    /// Earliest start, Unix milliseconds; `None` = now.
-    pub run_at_ms: Option<i64>,
-}
-
-impl NewTask {
-    /// Deliver outbound message `message_id` through its conversation's platform.
-    pub fn send_message(message_id: i64) -> NewTask {
-        NewTask {
-            kind: "send_message".into(),
-            payload: serde_json::json!({ "message_id": message_id }),
-            idempotency_key: Some(format!("send_message:{message_id}")),
-            run_at_ms: None,
-        }
-    }
-}
+pub use komora_queue::{backoff, metrics, routing};
+pub use komora_queue::{NewTask, Task};
 
 /// Enqueues `task` on the caller's connection — pass `&mut *tx` so the task exists exactly
-/// when the caller's transaction commits. Returns the task id.
+/// when the caller's transaction commits. Returns the task id. Typed kinds are enqueued
+/// with `komora_queue::enqueue::<Kind>(tx, config, &input)`.
 pub async fn enqueue(
     conn: &mut sqlx::AnyConnection,
     config: &config::QueueConfig,
     task: NewTask,
 ) -> Result<i64, sqlx::Error> {
-    store::enqueue_at(conn, config, task, store::now_ms()).await
-}
-
-impl NewTask {
-    /// A task of `kind` with `payload`, due now, without an idempotency key.
-    pub fn new(kind: &str, payload: Value) -> NewTask {
-        NewTask {
-            kind: kind.into(),
-            payload,
-            idempotency_key: None,
-            run_at_ms: None,
-        }
-    }
-
-    /// Answer inbound message `message_id` with the autobot if the office is closed.
-    pub fn process_ai_reply(message_id: i64) -> NewTask {
-        NewTask {
-            kind: "process_ai_reply".into(),
-            payload: serde_json::json!({ "message_id": message_id }),
-            idempotency_key: Some(format!("process_ai_reply:{message_id}")),
-            run_at_ms: None,
-        }
-    }
-
-    /// Fetch `url` (given by the platform) and store it as media `media_id`.
-    pub fn download_media(media_id: i64, url: &str) -> NewTask {
-        NewTask {
-            kind: "download_and_save_media".into(),
-            payload: serde_json::json!({ "media_id": media_id, "url": url }),
-            idempotency_key: Some(format!("download_and_save_media:{media_id}")),
-            run_at_ms: None,
-        }
-    }
+    komora_queue::enqueue_task(conn, config, task).await
 }
 
 /// Routes the queue adds to the origin's public listener (`/webhooks/{platform}`).
@@ -99,7 +38,7 @@ pub fn public_routes() -> axum::Router<crate::app::AppState> {
     metrics::init();
     axum::Router::new().route(
         "/webhooks/{platform}",
-        axum::routing::post(webhook::receive),
+        axum::routing::post(crate::messaging::webhook::receive),
     )
 }
 

@@ -136,13 +136,24 @@ pub async fn create_client(
     phone: Option<&str>,
     email: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
+    create_client_at(conn, name, phone, email, now_ms()).await
+}
+
+/// [`create_client`] created at `now` (Unix milliseconds).
+pub async fn create_client_at(
+    conn: &mut AnyConnection,
+    name: &str,
+    phone: Option<&str>,
+    email: Option<&str>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
     query(
         "INSERT INTO clients (name, phone, email, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(name.to_string())
     .bind(phone.map(str::to_string))
     .bind(email.map(str::to_string))
-    .bind(now_ms())
+    .bind(now)
     .fetch_one(&mut *conn)
     .await?
     .try_get(0)
@@ -156,7 +167,26 @@ pub async fn create_conversation(
     office_id: Option<i64>,
     external_chat_id: &str,
 ) -> Result<i64, sqlx::Error> {
-    let now = now_ms();
+    create_conversation_at(
+        conn,
+        platform,
+        client_id,
+        office_id,
+        external_chat_id,
+        now_ms(),
+    )
+    .await
+}
+
+/// [`create_conversation`] created (and last active) at `now` (Unix milliseconds).
+pub async fn create_conversation_at(
+    conn: &mut AnyConnection,
+    platform: &str,
+    client_id: i64,
+    office_id: Option<i64>,
+    external_chat_id: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
     query(
         "INSERT INTO conversations (platform, client_id, office_id, external_chat_id, \
          last_activity_at, unread_count, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5) \

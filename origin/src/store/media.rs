@@ -65,6 +65,35 @@ pub async fn insert(
     Ok((row, done.rows_affected() > 0))
 }
 
+/// [`insert`] on the caller's connection (`&mut *tx`), created at `now`: records stored
+/// content unless its sha256 is known, and returns the media id either way.
+pub async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    sha256: &str,
+    size: i64,
+    content_type: &str,
+    original_name: Option<&str>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    query(
+        "INSERT INTO media (sha256, size, content_type, original_name, object_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(sha256.to_string())
+    .bind(size)
+    .bind(content_type.to_string())
+    .bind(original_name.map(str::to_string))
+    .bind(object_key(sha256))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    query("SELECT id FROM media WHERE sha256 = $1")
+        .bind(sha256.to_string())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)
+}
+
 /// How many of `ids` exist (to validate attachments before linking them).
 pub async fn count_existing(db: &Db, ids: &[i64]) -> Result<i64, sqlx::Error> {
     if ids.is_empty() {

@@ -112,6 +112,98 @@ pub async fn insert_message(conn: &mut AnyConnection, m: &NewMessage) -> Result<
     Ok(id)
 }
 
+/// Inserts inbound message `m` that the platform identifies as `external_id`, unless the
+/// conversation already has it (a redelivered webhook): then `None` and nothing is written.
+/// Like [`insert_message`] it keeps the conversation's unread count, last activity and
+/// last message (the newest wins) in step, in the caller's transaction.
+pub async fn insert_inbound_once(
+    conn: &mut AnyConnection,
+    m: &NewMessage,
+    external_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let inserted = query(
+        "INSERT INTO messages (conversation_id, direction, text, created_at, delivery_status, \
+         external_id) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (conversation_id, direction, external_id) WHERE external_id IS NOT NULL \
+         DO NOTHING RETURNING id",
+    )
+    .bind(m.conversation_id)
+    .bind(m.direction.clone())
+    .bind(m.text.clone())
+    .bind(m.created_at)
+    .bind(m.delivery_status.clone())
+    .bind(external_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = inserted else {
+        return Ok(None);
+    };
+    let id: i64 = row.try_get(0)?;
+    let unread: i64 = if m.direction == "in" { 1 } else { 0 };
+    query(
+        "UPDATE conversations SET unread_count = unread_count + $1, \
+         last_activity_at = CASE WHEN $2 >= last_activity_at THEN $2 ELSE last_activity_at END \
+         WHERE id = $3",
+    )
+    .bind(unread)
+    .bind(m.created_at)
+    .bind(m.conversation_id)
+    .execute(&mut *conn)
+    .await?;
+    // The newest message wins, as in `insert_message`.
+    query(
+        "UPDATE conversations SET last_message_id = $1 \
+         WHERE id = $2 AND last_activity_at = $3",
+    )
+    .bind(id)
+    .bind(m.conversation_id)
+    .bind(m.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(id))
+}
+
+/// The message of `conversation_id` the platform identifies as `external_id` (direction
+/// `direction`), if stored.
+pub async fn find_by_external_id(
+    conn: &mut AnyConnection,
+    conversation_id: i64,
+    direction: &str,
+    external_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    query(
+        "SELECT id FROM messages WHERE conversation_id = $1 AND direction = $2 \
+         AND external_id = $3",
+    )
+    .bind(conversation_id)
+    .bind(direction.to_string())
+    .bind(external_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()
+}
+
+/// Links media `media_id` to message `message_id` at `position`; linking it again is a
+/// no-op (a re-run download).
+pub async fn link_media(
+    conn: &mut AnyConnection,
+    message_id: i64,
+    media_id: i64,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    query(
+        "INSERT INTO message_media (message_id, media_id, position) VALUES ($1, $2, $3) \
+         ON CONFLICT (message_id, media_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(media_id)
+    .bind(position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Marks every unread inbound message of a conversation read at `now` and zeroes its
 /// unread count. Returns how many messages were marked, or `None` if no such conversation.
 pub async fn mark_read(

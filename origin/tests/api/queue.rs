@@ -1,4 +1,5 @@
-//! The task queue (issue 4): store, worker, routing, tasks, webhook, admin, CLI.
+//! The task queue: the engine (store, worker, routing) through the origin, its tasks, webhook,
+//! admin and CLI.
 
 mod bench;
 mod chaos;
@@ -9,5 +10,7 @@ mod flow;
 mod heartbeat;
 mod ops;
 mod process;
+mod schema;
 mod ssrf;
 mod support;
+mod typed;

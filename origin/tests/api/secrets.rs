@@ -177,7 +177,7 @@ both_backends!(a_platform_without_a_secret_has_its_webhook_disabled, |t| {
     .await;
     let body = json!({"chat_id": "c1", "message_id": "m1", "text": "hello"});
     let raw = serde_json::to_vec(&body).unwrap();
-    let sig = hex::encode(komora_origin::queue::webhook::hmac_sha256(b"", &raw));
+    let sig = hex::encode(komora_origin::messaging::webhook::hmac_sha256(b"", &raw));
     // Whatever is sent — no secret, an empty one, a signature made with an empty key.
     let attempts: [&[(&str, &str)]; 4] = [
         &[],

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use komora_origin::db::Backend;
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::NewTask;
 use rand::Rng;
 use sqlx::Row;
 
@@ -98,7 +98,7 @@ both_backends!(
             .await
             .unwrap()
             .get(0);
-            store::enqueue_at(&mut tx, &cfg.queue, NewTask::send_message(id), now)
+            store::enqueue_at(&mut tx, &cfg.queue, SendMessage::task(id), now)
                 .await
                 .unwrap();
         }

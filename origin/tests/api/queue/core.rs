@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
 use komora_origin::queue::tasks::TaskError;
 use komora_origin::queue::worker::Outcome;
@@ -70,10 +71,10 @@ both_backends!(transactional_enqueue_rolls_back_with_its_write, |t| {
 
 both_backends!(idempotency_key_dedups_live_tasks, |t| {
     let cfg = config("");
-    let a = enqueue(&t.db, &cfg, NewTask::send_message(7), T0).await;
-    let b = enqueue(&t.db, &cfg, NewTask::send_message(7), T0).await;
+    let a = enqueue(&t.db, &cfg, SendMessage::task(7), T0).await;
+    let b = enqueue(&t.db, &cfg, SendMessage::task(7), T0).await;
     assert_eq!(a, b);
-    let other = enqueue(&t.db, &cfg, NewTask::send_message(8), T0).await;
+    let other = enqueue(&t.db, &cfg, SendMessage::task(8), T0).await;
     assert_ne!(a, other);
     let row = store::get(&t.db, a).await.unwrap().unwrap();
     assert_eq!(row.queue, "high", "send_message routes to high");
@@ -81,7 +82,7 @@ both_backends!(idempotency_key_dedups_live_tasks, |t| {
     w.run_one(T0).await.unwrap().unwrap();
     w.run_one(T0).await.unwrap().unwrap();
     // Once done, the key is free again (the task itself guards against a repeat effect).
-    let c = enqueue(&t.db, &cfg, NewTask::send_message(7), T0).await;
+    let c = enqueue(&t.db, &cfg, SendMessage::task(7), T0).await;
     assert_ne!(c, a);
 });
 
@@ -260,7 +261,7 @@ both_backends!(timeout_cuts_a_run_and_retries, |t| {
     let cfg = config("[queue.kinds.slow]\ntimeout_ms = 50\n");
     struct Slow;
     #[async_trait::async_trait]
-    impl komora_origin::queue::tasks::TaskHandler for Slow {
+    impl komora_origin::queue::tasks::TaskHandler<komora_origin::queue::tasks::TaskContext> for Slow {
         async fn run(
             &self,
             _: &komora_origin::queue::tasks::TaskContext,
@@ -322,7 +323,7 @@ both_backends!(per_kind_concurrency_limits_a_batch, |t| {
 both_backends!(purge_deletes_queued_of_one_queue, |t| {
     let cfg = config("");
     enqueue(&t.db, &cfg, NewTask::new("noop", json!({})), T0).await;
-    enqueue(&t.db, &cfg, NewTask::send_message(1), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(1), T0).await;
     assert_eq!(store::purge(&t.db, "default").await.unwrap(), 1);
     let stats = store::stats(&t.db, T0).await.unwrap();
     assert_eq!(stats[0].queue, "high");

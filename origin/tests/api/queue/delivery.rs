@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
@@ -80,7 +81,7 @@ both_backends!(
         let cfg = platform_config("telegram", &platform.base_url, "");
         let w = worker(&t.db, &cfg);
         let message = outbound_on(&t.db, "telegram").await;
-        let task = enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+        let task = enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
         let run_at = first_attempt_times_out(&w).await;
         assert_eq!(platform.count(), 1);
 
@@ -116,7 +117,7 @@ both_backends!(
 
         let store_: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
-        // The queue admin API lives on the internal listener.
+        // `/admin/queues` is served on the internal listener.
         let app = serve_internal(&t.db, &cfg, store_).await;
         let (_, admin) = komora_origin::store::api_keys::create(&t.db, "ops", true)
             .await
@@ -147,7 +148,7 @@ both_backends!(delivery_unknown_marked_sent_is_not_sent_again, |t| {
     let cfg = platform_config("telegram", &platform.base_url, "");
     let w = worker(&t.db, &cfg);
     let message = outbound_on(&t.db, "telegram").await;
-    let task = enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+    let task = enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
     let run_at = first_attempt_times_out(&w).await;
     let out = w.run_one(run_at).await.unwrap().unwrap();
     assert!(matches!(out, Outcome::DeliveryUnknown { .. }), "{out:?}");
@@ -184,7 +185,7 @@ both_backends!(platform_honouring_idempotency_key_gets_the_resend, |t| {
     );
     let w = worker(&t.db, &cfg);
     let message = outbound_on(&t.db, "whatsapp").await;
-    enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
     let run_at = first_attempt_times_out(&w).await;
     let out = w.run_one(run_at).await.unwrap().unwrap();
     assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
@@ -210,7 +211,7 @@ both_backends!(a_send_that_certainly_failed_is_retried_as_before, |t| {
     let cfg = platform_config("telegram", &closed, "");
     let w = worker(&t.db, &cfg);
     let message = outbound_on(&t.db, "telegram").await;
-    enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
     let out = w.run_one(T0).await.unwrap().unwrap();
     let Outcome::Retry { run_at, .. } = out else {
         panic!("{out:?}")
@@ -227,14 +228,13 @@ both_backends!(doctor_reports_sends_waiting_for_an_operator, |t| {
     let cfg = platform_config("telegram", &platform.base_url, "");
     let w = worker(&t.db, &cfg);
     let message = outbound_on(&t.db, "telegram").await;
-    enqueue(&t.db, &cfg, NewTask::send_message(message), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
     let run_at = first_attempt_times_out(&w).await;
     let out = w.run_one(run_at).await.unwrap().unwrap();
     assert!(matches!(out, Outcome::DeliveryUnknown { .. }), "{out:?}");
     let store_: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::memory::InMemory::new());
-    let checks =
-        komora_origin::queue::cli::doctor_checks(&cfg, Ok(&t.db), Some(&store_), run_at).await;
+    let checks = komora_origin::doctor::doctor_checks(&cfg, Ok(&t.db), Some(&store_), run_at).await;
     let queue = checks.iter().find(|c| c.name == "queue").unwrap();
     assert!(!queue.ok, "{queue:?}");
     assert!(

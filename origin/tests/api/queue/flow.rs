@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use komora_origin::autobot::reply::ProcessAiReply;
+use komora_origin::messaging::send::SendMessage;
+use komora_origin::messaging::webhook::hmac_sha256;
 use komora_origin::queue::store::{self, now_ms};
-use komora_origin::queue::webhook::hmac_sha256;
 use komora_origin::queue::worker::Outcome;
-use komora_origin::queue::NewTask;
 use serde_json::json;
 use sqlx::Row;
 
@@ -148,22 +149,12 @@ both_backends!(webhook_ai_reply_delivery_end_to_end, |t| {
     // Duplicate delivery prevented: the same message enqueued again (its first task is
     // done, so the key is free) and the AI task re-run do not reach the platform again.
     let mut tx = t.db.pool.begin().await.unwrap();
-    store::enqueue_at(
-        &mut tx,
-        &cfg.queue,
-        NewTask::send_message(outbound),
-        now_ms(),
-    )
-    .await
-    .unwrap();
-    store::enqueue_at(
-        &mut tx,
-        &cfg.queue,
-        NewTask::process_ai_reply(inbound),
-        now_ms(),
-    )
-    .await
-    .unwrap();
+    store::enqueue_at(&mut tx, &cfg.queue, SendMessage::task(outbound), now_ms())
+        .await
+        .unwrap();
+    store::enqueue_at(&mut tx, &cfg.queue, ProcessAiReply::task(inbound), now_ms())
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     while let Some(out) = w.run_one(now_ms()).await.unwrap() {
         assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
@@ -270,7 +261,7 @@ both_backends!(platform_4xx_fails_for_good_5xx_retries, |t| {
     let cfg = flow_config(&platform.base_url, "http://127.0.0.1:9", "");
     let w = worker(&t.db, &cfg);
     let id = outbound_message(&t.db).await;
-    enqueue(&t.db, &cfg, NewTask::send_message(id), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(id), T0).await;
     let out = w.run_one(T0).await.unwrap().unwrap();
     let Outcome::Retry { run_at, error, .. } = out else {
         panic!("{out:?}")
@@ -282,7 +273,7 @@ both_backends!(platform_4xx_fails_for_good_5xx_retries, |t| {
     assert_eq!(delivery_status(&t.db, id).await, "sent");
 
     let refused = outbound_message_text(&t.db, "refused").await;
-    let task = enqueue(&t.db, &cfg, NewTask::send_message(refused), T0).await;
+    let task = enqueue(&t.db, &cfg, SendMessage::task(refused), T0).await;
     let out = w.run_one(run_at).await.unwrap().unwrap();
     assert!(matches!(out, Outcome::Dead { .. }), "{out:?}");
     assert_eq!(delivery_status(&t.db, refused).await, "failed");
@@ -343,7 +334,7 @@ both_backends!(platform_timeout_is_retried, |t| {
         host_port(&slow.base_url)
     ));
     let id = outbound_message(&t.db).await;
-    enqueue(&t.db, &cfg, NewTask::send_message(id), T0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(id), T0).await;
     let out = worker(&t.db, &cfg).run_one(T0).await.unwrap().unwrap();
     let Outcome::Retry { error, .. } = out else {
         panic!("{out:?}")
@@ -480,4 +471,63 @@ both_backends!(webhook_text_and_body_are_capped_with_json_errors, |t| {
     let (status, v) = post(&app, &ok, &[("x-komora-signature", signature(&ok))]).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM messages").await, 1);
+});
+
+both_backends!(ai_reply_to_an_older_message_keeps_the_newer_preview, |t| {
+    let platform = StandIn::start(telegram_ok()).await;
+    let rag = StandIn::start(json_responder(200, json!({"answer": "Closed now."}))).await;
+    let cfg = flow_config(&platform.base_url, &rag.base_url, "");
+    office(&t.db, "Europe/Warsaw", true, "{}", "[]").await;
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let app = serve_app(&t.db, &cfg, store.clone()).await;
+    let body = br#"{"chat_id":"c-old","message_id":"o-1","text":"hello?"}"#;
+    let (status, v) = post(&app, body, &[("x-komora-signature", signature(body))]).await;
+    assert_eq!(status, 200, "{v}");
+    let conv = v["conversation_id"].as_i64().unwrap();
+    // A newer message (an operator's, an hour on) lands before the autobot task runs.
+    let later = now_ms() + 3_600_000;
+    let newer: i64 = sqlx::query(
+        "INSERT INTO messages (conversation_id, direction, text, created_at, delivery_status) \
+         VALUES ($1, 'out', 'newer', $2, 'sent') RETURNING id",
+    )
+    .bind(conv)
+    .bind(later)
+    .fetch_one(&t.db.pool)
+    .await
+    .unwrap()
+    .get(0);
+    sqlx::query(
+        "UPDATE conversations SET last_message_id = $1, last_activity_at = $2 WHERE id = $3",
+    )
+    .bind(newer)
+    .bind(later)
+    .bind(conv)
+    .execute(&t.db.pool)
+    .await
+    .unwrap();
+
+    let w = worker_with_store(&t.db, &cfg, store);
+    let out = w.run_one(now_ms()).await.unwrap().unwrap();
+    assert!(
+        matches!(&out, Outcome::Done { kind, .. } if kind == "process_ai_reply"),
+        "{out:?}"
+    );
+    let reply: i64 = sqlx::query("SELECT outbound_message_id FROM ai_replies")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(reply, newer);
+    let row =
+        sqlx::query("SELECT last_message_id, last_activity_at FROM conversations WHERE id = $1")
+            .bind(conv)
+            .fetch_one(&t.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row.get::<i64, _>(0),
+        newer,
+        "the newest message stays the preview"
+    );
+    assert_eq!(row.get::<i64, _>(1), later);
 });

@@ -102,7 +102,9 @@ async fn wait_settled(db: &Db, limit: Duration, what: &str) {
 struct Sleeper(Arc<std::sync::atomic::AtomicBool>);
 
 #[async_trait::async_trait]
-impl komora_origin::queue::tasks::TaskHandler for Sleeper {
+impl komora_origin::queue::tasks::TaskHandler<komora_origin::queue::tasks::TaskContext>
+    for Sleeper
+{
     async fn run(
         &self,
         _ctx: &komora_origin::queue::tasks::TaskContext,

@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use komora_origin::queue::cli::doctor_checks;
+use komora_origin::doctor::doctor_checks;
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store::{self, now_ms};
 use komora_origin::queue::tasks::TaskError;
 use komora_origin::queue::NewTask;
@@ -19,7 +20,7 @@ both_backends!(admin_queues_needs_an_admin_key, |t| {
     // The admin API lives on the internal listener.
     let app = serve_internal(&t.db, &cfg, store).await;
     let now = now_ms();
-    enqueue(&t.db, &cfg, NewTask::send_message(1), now).await;
+    enqueue(&t.db, &cfg, SendMessage::task(1), now).await;
     enqueue(&t.db, &cfg, NewTask::new("noop", json!({})), now).await;
     let bad = enqueue(&t.db, &cfg, NewTask::new("bad", json!({})), now).await;
     let w = worker(&t.db, &cfg)
@@ -184,7 +185,7 @@ both_backends!(queue_commands_stats_dead_retry_purge, |t| {
         .await
         .unwrap();
     enqueue(&t.db, &cfg, NewTask::new("noop", json!({})), now).await;
-    enqueue(&t.db, &cfg, NewTask::send_message(3), now).await;
+    enqueue(&t.db, &cfg, SendMessage::task(3), now).await;
 
     let (ok, out) = cli(&path, &["queue", "stats"]);
     assert!(ok, "{out}");

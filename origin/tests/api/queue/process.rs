@@ -7,8 +7,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store;
-use komora_origin::queue::NewTask;
 use sqlx::Row;
 
 use super::support::*;
@@ -96,7 +96,7 @@ both_backends!(sigkilled_worker_task_completed_by_another, |t| {
     .await
     .unwrap()
     .get(0);
-    let task = enqueue(&t.db, &cfg, NewTask::send_message(message), store::now_ms()).await;
+    let task = enqueue(&t.db, &cfg, SendMessage::task(message), store::now_ms()).await;
 
     let log1 = dir.path().join("worker1.log");
     let mut first = spawn_worker(&config_path, &log1);

@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
+use komora_origin::autobot::reply::ProcessAiReply;
+use komora_origin::messaging::send::SendMessage;
+use komora_origin::messaging::webhook::hmac_sha256;
 use komora_origin::queue::store::{self, now_ms};
-use komora_origin::queue::webhook::hmac_sha256;
 use komora_origin::queue::worker::Outcome;
 use komora_origin::queue::NewTask;
 use serde_json::json;
@@ -186,7 +188,7 @@ both_backends!(platform_send_and_rag_on_loopback_need_allowed_hosts, |t| {
     let cfg = ssrf_config(&platform.base_url, &[]);
     let w = worker(&t.db, &cfg);
     let id = outbound(&t.db, "c1").await;
-    enqueue(&t.db, &cfg, NewTask::send_message(id), 0).await;
+    enqueue(&t.db, &cfg, SendMessage::task(id), 0).await;
     let error = dead_error(&w).await;
     assert!(error.contains("platform telegram refused"), "{error}");
     assert_eq!(platform.count(), 0);
@@ -223,7 +225,7 @@ both_backends!(platform_send_and_rag_on_loopback_need_allowed_hosts, |t| {
         .unwrap(),
         0,
     );
-    enqueue(&t.db, &cfg, NewTask::process_ai_reply(inbound), 0).await;
+    enqueue(&t.db, &cfg, ProcessAiReply::task(inbound), 0).await;
     let error = dead_error(&worker(&t.db, &cfg)).await;
     assert!(error.contains("RAG API refused"), "{error}");
     assert_eq!(rag.count(), 0);

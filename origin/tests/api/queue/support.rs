@@ -35,7 +35,7 @@ pub async fn enqueue(db: &Db, config: &Config, task: NewTask, now: i64) -> i64 {
 pub struct FnHandler<F>(pub F);
 
 #[async_trait::async_trait]
-impl<F> TaskHandler for FnHandler<F>
+impl<F> TaskHandler<TaskContext> for FnHandler<F>
 where
     F: Fn(&ClaimedTask) -> Result<(), TaskError> + Send + Sync,
 {
@@ -44,7 +44,7 @@ where
     }
 }
 
-pub fn handler<F>(f: F) -> Arc<dyn TaskHandler>
+pub fn handler<F>(f: F) -> Arc<dyn TaskHandler<TaskContext>>
 where
     F: Fn(&ClaimedTask) -> Result<(), TaskError> + Send + Sync + 'static,
 {

@@ -1,5 +1,5 @@
-//! Prometheus metrics of the queue, registered in `prometheus::default_registry()` (the API
-//! serves `/metrics` from it).
+//! Prometheus metrics of the queue, registered in `prometheus::default_registry()` (the
+//! application serves `/metrics` from it).
 //!
 //! Counters and histograms are updated where things happen; the gauges (depth, running,
 //! dead, delivery_unknown) are refreshed from the database by [`refresh`], which the worker calls on its sweep
@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
-use super::store::QueueStats;
+use crate::store::QueueStats;
 
 struct Metrics {
     depth: IntGaugeVec,

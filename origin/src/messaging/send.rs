@@ -15,11 +15,20 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{payload_i64, TaskContext, TaskError, TaskHandler};
-use crate::queue::platform::{self, SendFailure};
-use crate::queue::store::ClaimedTask;
+use crate::messaging::platform::{self, SendFailure};
+use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
+use crate::queue::NewTask;
+use komora_queue::store::ClaimedTask;
 
+/// Deliver outbound message `message_id` through its conversation's platform.
 pub struct SendMessage;
+
+impl SendMessage {
+    /// The task that delivers outbound message `message_id` (one live task per message).
+    pub fn task(message_id: i64) -> NewTask {
+        crate::queue::tasks::message_task::<SendMessage>(message_id)
+    }
+}
 
 /// Writes of "sent" tried before giving up (the platform already has the message: a lost
 /// write would leave the attempt marker and park the next run as `delivery_unknown`).
@@ -74,9 +83,26 @@ async fn record_sent(
 }
 
 #[async_trait::async_trait]
-impl TaskHandler for SendMessage {
-    async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError> {
-        let id = payload_i64(task, "message_id")?;
+impl komora_queue::Task for SendMessage {
+    const KIND: &'static str = "send_message";
+    type Input = MessageInput;
+    type Context = TaskContext;
+
+    fn options() -> TaskOptions {
+        TaskOptions::on("high")
+    }
+
+    fn idempotency_key(input: &MessageInput) -> Option<String> {
+        Some(format!("{}:{}", Self::KIND, input.message_id))
+    }
+
+    async fn run(
+        &self,
+        ctx: &TaskContext,
+        input: MessageInput,
+        task: &ClaimedTask,
+    ) -> Result<(), TaskError> {
+        let id = input.message_id;
         let row = sqlx::query(
             "SELECT m.direction, m.text, m.delivery_status, c.platform, c.external_chat_id, \
              m.send_attempted_at \

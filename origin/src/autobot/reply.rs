@@ -9,13 +9,21 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::{payload_i64, TaskContext, TaskError, TaskHandler};
-use crate::queue::hours::autobot_decision;
-use crate::queue::platform::{self, classify, transport};
-use crate::queue::store::{enqueue_at, ClaimedTask};
-use crate::queue::NewTask;
+use crate::autobot::hours::autobot_decision;
+use crate::messaging::platform::{self, classify, transport};
+use crate::messaging::send::SendMessage;
+use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
+use komora_queue::store::{enqueue_at, ClaimedTask};
 
+/// Answer inbound message `message_id` with the autobot if the office is closed.
 pub struct ProcessAiReply;
+
+impl ProcessAiReply {
+    /// The task that answers inbound message `message_id` (one live task per message).
+    pub fn task(message_id: i64) -> crate::queue::NewTask {
+        crate::queue::tasks::message_task::<ProcessAiReply>(message_id)
+    }
+}
 
 async fn record_skip(
     ctx: &TaskContext,
@@ -38,9 +46,26 @@ async fn record_skip(
 }
 
 #[async_trait::async_trait]
-impl TaskHandler for ProcessAiReply {
-    async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError> {
-        let id = payload_i64(task, "message_id")?;
+impl komora_queue::Task for ProcessAiReply {
+    const KIND: &'static str = "process_ai_reply";
+    type Input = MessageInput;
+    type Context = TaskContext;
+
+    fn options() -> TaskOptions {
+        TaskOptions::on("high")
+    }
+
+    fn idempotency_key(input: &MessageInput) -> Option<String> {
+        Some(format!("{}:{}", Self::KIND, input.message_id))
+    }
+
+    async fn run(
+        &self,
+        ctx: &TaskContext,
+        input: MessageInput,
+        task: &ClaimedTask,
+    ) -> Result<(), TaskError> {
+        let id = input.message_id;
         let now = task.started_at;
         let done = sqlx::query("SELECT decision FROM ai_replies WHERE inbound_message_id = $1")
             .bind(id)
@@ -159,36 +184,18 @@ impl TaskHandler for ProcessAiReply {
             tx.rollback().await?;
             return Ok(());
         }
-        let out_id: i64 = sqlx::query(
-            "INSERT INTO messages (conversation_id, direction, text, created_at, delivery_status) \
-             VALUES ($1, 'out', $2, $3, 'pending') RETURNING id",
-        )
-        .bind(conversation_id)
-        .bind(answer)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        // Through the store, like every message: the conversation's last message and
+        // activity follow the newest message, so a reply to an older message does not
+        // become the preview over a newer one.
+        let mut reply = crate::store::messages::NewMessage::outbound(conversation_id, answer);
+        reply.created_at = now;
+        let out_id = crate::store::messages::insert_message(&mut tx, &reply).await?;
         sqlx::query("UPDATE ai_replies SET outbound_message_id = $1 WHERE inbound_message_id = $2")
             .bind(out_id)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE conversations SET last_message_id = $1, last_activity_at = $2 WHERE id = $3",
-        )
-        .bind(out_id)
-        .bind(now)
-        .bind(conversation_id)
-        .execute(&mut *tx)
-        .await?;
-        enqueue_at(
-            &mut tx,
-            &ctx.config.queue,
-            NewTask::send_message(out_id),
-            now,
-        )
-        .await?;
+        enqueue_at(&mut tx, &ctx.config.queue, SendMessage::task(out_id), now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -6,43 +6,78 @@
 //! so identical content is stored once whichever way it arrived. Re-running is harmless:
 //! the media row is keyed by sha256 and the link by (message, media).
 //!
-//! Payload: `{"message_id", "position", "url", "content_type"?, "name"?, "platform"?}`.
+//! Input: [`DownloadInput`], `{"message_id", "position"?, "url", "content_type"?, "name"?,
+//! "platform"?}`.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use super::{payload_i64, TaskContext, TaskError, TaskHandler};
-use crate::queue::platform::{classify, client, refused, transport};
-use crate::queue::store::ClaimedTask;
+use crate::messaging::platform::{classify, client, refused, transport};
+use crate::queue::tasks::{TaskContext, TaskError, TaskOptions};
+use komora_queue::store::ClaimedTask;
 
 pub struct DownloadMedia;
+
+/// What to fetch and where it belongs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DownloadInput {
+    /// The message the media is attached to.
+    pub message_id: i64,
+    /// Its place among the message's attachments (0 first).
+    #[serde(default)]
+    pub position: i64,
+    /// Where the platform serves it (checked by the SSRF guard).
+    pub url: String,
+    /// The platform's content type; else the response's.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The original file name, if the platform gave one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The platform (its size cap, timeout and allowed hosts apply).
+    #[serde(default)]
+    pub platform: Option<String>,
+}
 
 /// Size cap and timeout when the task names no configured platform.
 const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
-impl TaskHandler for DownloadMedia {
-    async fn run(&self, ctx: &TaskContext, task: &ClaimedTask) -> Result<(), TaskError> {
-        let message_id = payload_i64(task, "message_id")?;
-        let position = task
-            .payload
-            .get("position")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        let url = task
-            .payload
-            .get("url")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| TaskError::Permanent("payload has no \"url\"".into()))?;
-        let platform = task
-            .payload
-            .get("platform")
-            .and_then(|v| v.as_str())
+impl komora_queue::Task for DownloadMedia {
+    const KIND: &'static str = "download_and_save_media";
+    type Input = DownloadInput;
+    type Context = TaskContext;
+
+    fn options() -> TaskOptions {
+        TaskOptions::on("low")
+    }
+
+    /// One live download per attachment slot of a message.
+    fn idempotency_key(input: &DownloadInput) -> Option<String> {
+        Some(format!(
+            "{}:{}:{}",
+            Self::KIND,
+            input.message_id,
+            input.position
+        ))
+    }
+
+    async fn run(
+        &self,
+        ctx: &TaskContext,
+        input: DownloadInput,
+        _task: &ClaimedTask,
+    ) -> Result<(), TaskError> {
+        let message_id = input.message_id;
+        let position = input.position;
+        let url = input.url.as_str();
+        let platform = input
+            .platform
+            .as_deref()
             .and_then(|p| ctx.config.platforms.get(p));
         let (max_bytes, timeout) = platform
             .map(|p| (p.media_max_bytes, p.timeout))
@@ -81,11 +116,9 @@ impl TaskHandler for DownloadMedia {
                 "media is larger than {max_bytes} bytes"
             )));
         }
-        let content_type = task
-            .payload
-            .get("content_type")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+        let content_type = input
+            .content_type
+            .clone()
             .or_else(|| {
                 resp.headers()
                     .get(reqwest::header::CONTENT_TYPE)
@@ -119,38 +152,22 @@ impl TaskHandler for DownloadMedia {
             .map_err(|e| TaskError::Retry(format!("object store: {e}")))?;
 
         let now = crate::queue::store::now_ms();
-        let name = task
-            .payload
-            .get("name")
-            .and_then(|v| v.as_str())
+        let name = input
+            .name
+            .as_deref()
             .map(|s| s.chars().take(255).collect::<String>());
+        // Through the store, like every media and message write.
         let mut tx = ctx.db.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO media (sha256, size, content_type, original_name, object_key, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        let media_id = crate::store::media::insert_in(
+            &mut tx,
+            &sha,
+            size,
+            &content_type,
+            name.as_deref(),
+            now,
         )
-        .bind(sha.as_str())
-        .bind(size)
-        .bind(content_type)
-        .bind(name)
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
-        let media_id: i64 = sqlx::query("SELECT id FROM media WHERE sha256 = $1")
-            .bind(sha.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        sqlx::query(
-            "INSERT INTO message_media (message_id, media_id, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (message_id, media_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(media_id)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
+        crate::store::messages::link_media(&mut tx, message_id, media_id, position).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! Of every `high + default + low` claim slots, `high` go to the high queue first, then
 //! `default`, then `low` (so with 6:3:1 low still gets one slot in ten and never starves).
 //! A queue with nothing due gives its slot to the next queue in priority order, so an idle
-//! system serves whatever is there at once.
+//! system serves whatever is there at once (the worker's claim does that fall-through).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +13,7 @@ pub struct Wrr {
     counter: AtomicU64,
 }
 
-/// Queue index (into [`super::config::QUEUES`]) that owns slot `n` of the cycle.
+/// Queue index (into [`crate::config::QUEUES`]) that owns slot `n` of the cycle.
 pub fn slot_owner(n: u64, weights: [u32; 3]) -> usize {
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum::<u64>().max(1);
     let mut pos = n % total;
@@ -25,19 +25,6 @@ pub fn slot_owner(n: u64, weights: [u32; 3]) -> usize {
         pos -= w;
     }
     0
-}
-
-/// The order to try queues in for a slot owned by `first`: it, then the others by priority.
-pub fn fallthrough(first: usize) -> [usize; 3] {
-    let mut order = [first, 0, 0];
-    let mut k = 1;
-    for i in 0..3 {
-        if i != first && k < 3 {
-            order[k] = i;
-            k += 1;
-        }
-    }
-    order
 }
 
 impl Wrr {
@@ -63,12 +50,5 @@ mod tests {
         assert_eq!(w.take(20, [6, 3, 1]), [12, 6, 2]);
         let owners: Vec<usize> = (0..10).map(|n| slot_owner(n, [6, 3, 1])).collect();
         assert_eq!(owners, vec![0, 0, 0, 0, 0, 0, 1, 1, 1, 2]);
-    }
-
-    #[test]
-    fn falls_through_by_priority() {
-        assert_eq!(fallthrough(0), [0, 1, 2]);
-        assert_eq!(fallthrough(1), [1, 0, 2]);
-        assert_eq!(fallthrough(2), [2, 0, 1]);
     }
 }

@@ -13,8 +13,8 @@
 
 use serde_json::{json, Value};
 
-use super::config::PlatformConfig;
-use super::tasks::TaskError;
+use crate::queue::config::PlatformConfig;
+use crate::queue::tasks::TaskError;
 
 /// Turns an HTTP status and body into a task error for non-success answers.
 pub fn classify(status: reqwest::StatusCode, body: &str, what: &str) -> TaskError {
@@ -33,7 +33,7 @@ pub fn classify(status: reqwest::StatusCode, body: &str, what: &str) -> TaskErro
 /// A transport error (timeout, refused connection) is retried; a fetch the SSRF guard
 /// refused (the host resolves to a forbidden address, a redirect went to one) is permanent.
 pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
-    if let Some(r) = super::fetch::refused_in(e) {
+    if let Some(r) = crate::fetch::refused_in(e) {
         return refused(&r, what);
     }
     if e.is_timeout() {
@@ -44,15 +44,15 @@ pub fn transport(e: &reqwest::Error, what: &str) -> TaskError {
 }
 
 /// A fetch the SSRF guard refused, as a permanent task error.
-pub fn refused(r: &super::fetch::Refused, what: &str) -> TaskError {
+pub fn refused(r: &crate::fetch::Refused, what: &str) -> TaskError {
     TaskError::Permanent(format!("{what} {r}"))
 }
 
 /// The SSRF-safe client for `allowed` (failing to build one is transient).
 pub fn client(
-    http: &super::fetch::SafeHttp,
-    allowed: &[super::fetch::AllowedHost],
-) -> Result<super::fetch::SafeClient, TaskError> {
+    http: &crate::fetch::SafeHttp,
+    allowed: &[crate::fetch::AllowedHost],
+) -> Result<crate::fetch::SafeClient, TaskError> {
     http.client(allowed)
         .map_err(|e| TaskError::Retry(format!("HTTP client: {e}")))
 }
@@ -71,7 +71,7 @@ pub enum SendFailure {
 /// A transport error, split by whether the request may have reached the platform.
 fn send_failure(e: &reqwest::Error, what: &str) -> SendFailure {
     let err = transport(e, what);
-    if e.is_connect() || super::fetch::refused_in(e).is_some() || e.is_builder() {
+    if e.is_connect() || crate::fetch::refused_in(e).is_some() || e.is_builder() {
         SendFailure::NotSent(err)
     } else {
         SendFailure::MaybeSent(err)
@@ -80,7 +80,7 @@ fn send_failure(e: &reqwest::Error, what: &str) -> SendFailure {
 
 /// Sends `text` to chat `chat_id`; returns the platform's message id when it gives one.
 pub async fn send_text(
-    http: &super::fetch::SafeHttp,
+    http: &crate::fetch::SafeHttp,
     platform: &PlatformConfig,
     chat_id: &str,
     text: &str,
@@ -88,7 +88,7 @@ pub async fn send_text(
 ) -> Result<Option<String>, SendFailure> {
     let what = format!("platform {}", platform.name);
     let http = client(http, &platform.allowed_hosts).map_err(SendFailure::NotSent)?;
-    let not_sent = |r: super::fetch::Refused| SendFailure::NotSent(refused(&r, &what));
+    let not_sent = |r: crate::fetch::Refused| SendFailure::NotSent(refused(&r, &what));
     let req = if platform.name == "telegram" {
         http.post(&format!(
             "{}/bot{}/sendMessage",

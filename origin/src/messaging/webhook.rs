@@ -27,12 +27,15 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::config::PlatformConfig;
-use super::store::{enqueue_at, now_ms};
-use super::NewTask;
 use crate::api::error::ApiError;
 use crate::api::messages::MAX_TEXT_CHARS;
 use crate::app::AppState;
+use crate::autobot::reply::ProcessAiReply;
+use crate::media::download::{DownloadInput, DownloadMedia};
+use crate::queue::config::PlatformConfig;
+use crate::queue::store::{enqueue_at, now_ms};
+use crate::queue::NewTask;
+use crate::store::{clients, messages};
 
 /// Inbound message as the webhook receives it.
 #[derive(Debug, Deserialize)]
@@ -160,11 +163,7 @@ pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8])
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message.into() } })),
-    )
-        .into_response()
+    crate::api::error::coded(status, code, &message.into())
 }
 
 /// The handler of `POST /webhooks/{platform}`.
@@ -253,14 +252,11 @@ pub async fn store_inbound(
 ) -> Result<serde_json::Value, sqlx::Error> {
     let config = &state.config;
     let mut tx = state.db.pool.begin().await?;
-    let existing =
-        sqlx::query("SELECT id FROM conversations WHERE platform = $1 AND external_chat_id = $2")
-            .bind(p.name.as_str())
-            .bind(m.chat_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+    // Every write goes through the store: the message insert keeps the conversation's
+    // unread count and last message (the newest wins) in step.
+    let existing = clients::find_conversation(&mut tx, &p.name, &m.chat_id).await?;
     let conversation_id: i64 = match existing {
-        Some(row) => row.try_get(0)?,
+        Some(id) => id,
         None => {
             let office_id: Option<i64> = match p.office_id {
                 Some(id) => Some(id),
@@ -276,89 +272,47 @@ pub async fn store_inbound(
                 .clone()
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(|| format!("{} {}", p.name, m.chat_id));
-            let client_id: i64 = sqlx::query(
-                "INSERT INTO clients (name, phone, email, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING id",
+            let client_id = clients::create_client_at(
+                &mut tx,
+                &name,
+                m.sender.phone.as_deref(),
+                m.sender.email.as_deref(),
+                now,
             )
-            .bind(name)
-            .bind(m.sender.phone.clone())
-            .bind(m.sender.email.clone())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            sqlx::query(
-                "INSERT INTO conversations (platform, client_id, office_id, external_chat_id, \
-                 last_activity_at, unread_count, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5) \
-                 RETURNING id",
-            )
-            .bind(p.name.as_str())
-            .bind(client_id)
-            .bind(office_id)
-            .bind(m.chat_id.as_str())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?
+            .await?;
+            clients::create_conversation_at(&mut tx, &p.name, client_id, office_id, &m.chat_id, now)
+                .await?
         }
     };
-    let inserted = sqlx::query(
-        "INSERT INTO messages (conversation_id, direction, text, created_at, delivery_status, \
-         external_id) VALUES ($1, 'in', $2, $3, 'received', $4) \
-         ON CONFLICT (conversation_id, direction, external_id) WHERE external_id IS NOT NULL \
-         DO NOTHING RETURNING id",
-    )
-    .bind(conversation_id)
-    .bind(m.text.as_str())
-    .bind(now)
-    .bind(m.message_id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = inserted else {
+    let mut message = messages::NewMessage::inbound(conversation_id, m.text.as_str());
+    message.created_at = now;
+    let Some(message_id) = messages::insert_inbound_once(&mut tx, &message, &m.message_id).await?
+    else {
         // The platform redelivered a message we already have: nothing to write.
-        let id: i64 = sqlx::query(
-            "SELECT id FROM messages WHERE conversation_id = $1 AND direction = 'in' \
-             AND external_id = $2",
-        )
-        .bind(conversation_id)
-        .bind(m.message_id.as_str())
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let id = messages::find_by_external_id(&mut tx, conversation_id, "in", &m.message_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.rollback().await?;
         return Ok(json!({
             "message_id": id, "conversation_id": conversation_id, "duplicate": true, "tasks": []
         }));
     };
-    let message_id: i64 = row.try_get(0)?;
-    sqlx::query(
-        "UPDATE conversations SET last_message_id = $1, last_activity_at = $2, \
-         unread_count = unread_count + 1 WHERE id = $3",
-    )
-    .bind(message_id)
-    .bind(now)
-    .bind(conversation_id)
-    .execute(&mut *tx)
-    .await?;
     let mut tasks = Vec::new();
     for (position, media) in m.media.iter().enumerate() {
-        let task = NewTask {
-            kind: "download_and_save_media".into(),
-            payload: json!({
-                "message_id": message_id,
-                "position": position,
-                "url": media.url,
-                "content_type": media.content_type,
-                "name": media.name,
-                "platform": p.name,
-            }),
-            idempotency_key: Some(format!("download_and_save_media:{message_id}:{position}")),
-            run_at_ms: None,
+        let input = DownloadInput {
+            message_id,
+            position: i64::try_from(position).unwrap_or(i64::MAX),
+            url: media.url.clone(),
+            content_type: media.content_type.clone(),
+            name: media.name.clone(),
+            platform: Some(p.name.clone()),
         };
+        let task =
+            NewTask::of::<DownloadMedia>(&input).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
     }
     if config.ai.enabled && config.ai.channels.contains(&p.name) {
-        let task = NewTask::process_ai_reply(message_id);
+        let task = ProcessAiReply::task(message_id);
         tasks.push(enqueue_at(&mut tx, &config.queue, task, now).await?);
     }
     tx.commit().await?;
