@@ -24,6 +24,7 @@
 //! This module also owns the request id: a sane client `X-Request-Id` is kept, otherwise one
 //! is generated (process prefix + counter) and sent to the origin.
 
+use crate::cache_status::CacheStatus;
 use crate::config::{AccessLogFormat, AccessLogSettings, AccessLogTarget};
 use crate::metrics::METRICS;
 use crossbeam_queue::ArrayQueue;
@@ -140,7 +141,7 @@ pub struct Record {
     /// `User-Agent` request header.
     pub user_agent: Option<HeaderValue>,
     /// `X-Cache-Status` of the response.
-    pub cache_status: &'static str,
+    pub cache_status: CacheStatus,
     /// Status of the origin's response, when the origin was asked.
     pub upstream_status: Option<u16>,
     /// Origin time, when the origin was asked.
@@ -535,7 +536,7 @@ fn format_combined(out: &mut String, time_local: &str, r: &Record) {
     out.push_str("\" \"");
     push_opt_header(out, r.user_agent.as_ref());
     out.push_str("\" ");
-    out.push_str(r.cache_status);
+    out.push_str(r.cache_status.as_str());
     out.push(' ');
     match r.upstream_status {
         Some(s) => push_u64(out, u64::from(s)),
@@ -595,7 +596,7 @@ fn format_json(out: &mut String, time: &str, r: &Record) {
         bytes_sent: r.bytes_sent,
         referer: lossy(r.referer.as_ref()),
         user_agent: lossy(r.user_agent.as_ref()),
-        cache_status: r.cache_status,
+        cache_status: r.cache_status.as_str(),
         upstream_status: r.upstream_status,
         upstream_time: r.upstream_time.map(millis),
         request_time: millis(r.request_time),
@@ -623,7 +624,7 @@ mod tests {
             bytes_sent: 1300,
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl \"evil\"")),
-            cache_status: "MISS",
+            cache_status: CacheStatus::Miss,
             upstream_status: Some(200),
             upstream_time: Some(Duration::from_millis(12)),
             request_time: Duration::from_micros(13_400),

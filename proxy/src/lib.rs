@@ -18,6 +18,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache_status;
 pub mod config;
 pub mod connection;
 pub mod direct;

@@ -3,6 +3,7 @@
 //! One process-wide registry ([`METRICS`]) because pingora services, storage and the admin
 //! app all live for the whole process. Names follow `komora_edge_*`.
 
+use crate::cache_status::CacheStatus;
 use once_cell::sync::Lazy;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -40,12 +41,12 @@ pub struct Metrics {
     pub cache_write_failures: IntCounter,
     /// Readers of such a fill cut off for falling further behind than its memory tail holds.
     pub fill_readers_cut_off: IntCounter,
-    /// `requests` children resolved once, in [`STATUSES`] order (no label hashing per request).
+    /// `requests` children resolved once, in [`CacheStatus::ALL`] order (no label hashing per request).
     by_status: Vec<IntCounter>,
     /// Responses by status class and cache status (downstream view, every request).
     pub responses: IntCounterVec,
     /// `responses` children resolved once: `[class][cache status]`, [`STATUS_CLASSES`] ×
-    /// [`STATUSES`] order.
+    /// [`CacheStatus::ALL`] order.
     responses_by: Vec<Vec<IntCounter>>,
     /// Time from the parsed request head to the end of the response, every request.
     pub request_duration: Histogram,
@@ -80,17 +81,6 @@ impl ClientClosedPhase {
         }
     }
 }
-
-/// Every `X-Cache-Status` value.
-pub const STATUSES: [&str; 7] = [
-    "HIT",
-    "MISS",
-    "EXPIRED",
-    "STALE",
-    "UPDATING",
-    "REVALIDATED",
-    "BYPASS",
-];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
@@ -211,15 +201,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let responses_by = STATUS_CLASSES
         .iter()
         .map(|c| {
-            STATUSES
+            CacheStatus::ALL
                 .iter()
-                .map(|s| responses.with_label_values(&[*c, *s]))
+                .map(|s| responses.with_label_values(&[*c, s.as_str()]))
                 .collect()
         })
         .collect();
-    let by_status = STATUSES
+    let by_status = CacheStatus::ALL
         .iter()
-        .map(|s| requests.with_label_values(&[*s]))
+        .map(|s| requests.with_label_values(&[s.as_str()]))
         .collect();
     Ok(Metrics {
         cache_write_failures,
@@ -255,36 +245,32 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
 
 impl Metrics {
     /// Count one request with its cache status.
-    pub fn request(&self, status: &str) {
-        match STATUSES.iter().position(|s| *s == status) {
-            Some(i) => {
-                if let Some(c) = self.by_status.get(i) {
-                    c.inc();
-                }
-            }
-            None => self.requests.with_label_values(&[status]).inc(),
+    pub fn request(&self, status: CacheStatus) {
+        match self.by_status.get(status.index()) {
+            Some(c) => c.inc(),
+            None => self.requests.with_label_values(&[status.as_str()]).inc(),
         }
     }
 
     /// Count one finished response (`status` as written, `cache_status` its
     /// `X-Cache-Status`) and its duration.
-    pub fn response(&self, status: u16, cache_status: &str, duration: std::time::Duration) {
+    pub fn response(&self, status: u16, cache_status: CacheStatus, duration: std::time::Duration) {
         self.request_duration.observe(duration.as_secs_f64());
         let class = match status {
             100..=599 => usize::from(status / 100 - 1),
             _ => STATUS_CLASSES.len() - 1,
         };
-        let counter = STATUSES
-            .iter()
-            .position(|s| *s == cache_status)
-            .and_then(|i| self.responses_by.get(class)?.get(i));
+        let counter = self
+            .responses_by
+            .get(class)
+            .and_then(|c| c.get(cache_status.index()));
         match counter {
             Some(c) => c.inc(),
             None => self
                 .responses
                 .with_label_values(&[
                     STATUS_CLASSES.get(class).copied().unwrap_or("other"),
-                    cache_status,
+                    cache_status.as_str(),
                 ])
                 .inc(),
         }

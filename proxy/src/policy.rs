@@ -308,20 +308,9 @@ pub fn response_cacheable_at(
     Cacheable(CacheMeta::new(fresh_until, epoch, swr, sie, stored))
 }
 
-/// The `X-Cache-Status` value for a cache phase (nginx `$upstream_cache_status` names).
-pub fn cache_status(phase: CachePhase) -> &'static str {
-    match phase {
-        CachePhase::Hit => "HIT",
-        CachePhase::Miss => "MISS",
-        CachePhase::Expired => "EXPIRED",
-        CachePhase::Stale => "STALE",
-        CachePhase::StaleUpdating => "UPDATING",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
-        CachePhase::Disabled(_)
-        | CachePhase::Uninit
-        | CachePhase::Bypass
-        | CachePhase::CacheKey => "BYPASS",
-    }
+/// The `X-Cache-Status` of a request in cache `phase`.
+pub fn cache_status(phase: CachePhase) -> crate::cache_status::CacheStatus {
+    crate::cache_status::CacheStatus::of_phase(phase)
 }
 
 /// nginx `expires N`: rewrite the client-facing freshness headers on successful responses.

@@ -7,6 +7,7 @@
 //! same response pingora's cache hit path builds, without its per-request cache machinery.
 
 use crate::access_log::{AccessLog, Record, RequestId, Target};
+use crate::cache_status::CacheStatus;
 use crate::config::{EdgeConfig, KeyQuery, Route, RouteMode};
 use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
@@ -229,7 +230,7 @@ async fn respond_empty(session: &mut Session, code: u16) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header("content-length", "0")?;
     resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-cache-status", "BYPASS")?;
+    resp.insert_header("x-cache-status", CacheStatus::Bypass.as_str())?;
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -339,7 +340,7 @@ impl Edge {
                 // Not expected for a stored 200; nothing is written, pingora's path decides.
                 return Ok(false);
             };
-            ctx.status = "HIT";
+            ctx.status = CacheStatus::Hit;
             let body = match entry.file.as_deref() {
                 _ if header_only => Body::None,
                 Some(f) if f.unchanged() => Body::File(f),
@@ -352,7 +353,7 @@ impl Edge {
             return Ok(true);
         }
 
-        ctx.status = "HIT";
+        ctx.status = CacheStatus::Hit;
         let header = hit_header(&entry.hot, &route, ctx.signed_exp, now, not_modified)?;
         session
             .write_response_header(header, header_only)
@@ -394,7 +395,7 @@ impl Edge {
         else {
             return false;
         };
-        ctx.status = "HIT";
+        ctx.status = CacheStatus::Hit;
         let body = if header_only {
             Body::None
         } else {
@@ -448,7 +449,7 @@ fn hit_header(
     } else {
         header.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
     }
-    header.insert_header("x-cache-status", "HIT")?;
+    header.insert_header("x-cache-status", CacheStatus::Hit.as_str())?;
     client_freshness(&mut header, route, signed_exp)?;
     Ok(header)
 }
@@ -590,7 +591,7 @@ fn head_wire_len(h: &ResponseHeader) -> u64 {
 pub struct EdgeCtx {
     route: Option<Arc<Route>>,
     upstream_start: Option<Instant>,
-    status: &'static str,
+    status: CacheStatus,
     cache_enabled: bool,
     /// An unsafe method: the stored URL is invalidated once the origin answers 2xx/3xx.
     invalidate: bool,
@@ -644,7 +645,7 @@ impl ProxyHttp for Edge {
 
     fn new_ctx(&self) -> EdgeCtx {
         EdgeCtx {
-            status: "BYPASS",
+            status: CacheStatus::Bypass,
             start: Some(Instant::now()),
             ..Default::default()
         }
@@ -670,7 +671,7 @@ impl ProxyHttp for Edge {
             // Liveness for container health checks, answered by the edge itself.
             let mut resp = ResponseHeader::build(200, Some(2))?;
             resp.insert_header("content-length", "3")?;
-            resp.insert_header("x-cache-status", "BYPASS")?;
+            resp.insert_header("x-cache-status", CacheStatus::Bypass.as_str())?;
             session.write_response_header(Box::new(resp), false).await?;
             session
                 .write_response_body(Some(Bytes::from_static(b"ok\n")), true)
@@ -1019,11 +1020,11 @@ impl ProxyHttp for Edge {
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
-        if ctx.filled_in_background && ctx.status == "HIT" {
+        if ctx.filled_in_background && ctx.status == CacheStatus::Hit {
             // It reads the fill its own request started: for the client, a miss.
-            ctx.status = "MISS";
+            ctx.status = CacheStatus::Miss;
         }
-        resp.insert_header("x-cache-status", ctx.status)?;
+        resp.insert_header("x-cache-status", ctx.status.as_str())?;
         if let Some(route) = ctx.route.as_ref().filter(|r| r.mode == RouteMode::Cache) {
             // Targeted cache-control fields are for this edge only (RFC 9213).
             route.semantics.strip_targeted(resp);
@@ -1077,16 +1078,16 @@ impl ProxyHttp for Edge {
             },
         };
         ctx.status = policy::cache_status(session.cache.phase());
-        if ctx.cache_enabled && ctx.status == "BYPASS" {
+        if ctx.cache_enabled && ctx.status == CacheStatus::Bypass {
             // pingora disables the cache when the fill fails; for the client this was a miss.
-            ctx.status = "MISS";
+            ctx.status = CacheStatus::Miss;
         }
         if code > 0 && session.response_written().is_none() {
             let written = async {
                 let mut resp = ResponseHeader::build(code, Some(3))?;
                 resp.insert_header("content-length", "0")?;
                 resp.insert_header("cache-control", "no-store")?;
-                resp.insert_header("x-cache-status", ctx.status)?;
+                resp.insert_header("x-cache-status", ctx.status.as_str())?;
                 session.write_response_header(Box::new(resp), true).await
             }
             .await;

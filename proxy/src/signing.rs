@@ -161,7 +161,10 @@ pub async fn write_denied(session: &mut Session, why: Denied) -> pingora::Result
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header("x-cache-status", "BYPASS")?;
+    resp.insert_header(
+        "x-cache-status",
+        crate::cache_status::CacheStatus::Bypass.as_str(),
+    )?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(bytes::Bytes::from(body)), true)
