@@ -153,7 +153,9 @@ async fn expired_object_revalidated_with_304() {
 async fn concurrent_cold_requests_collapse_to_one_origin_request() {
     let origin = Origin::start().await;
     let sha = origin.put_media("/media/hot", body_of(200_000, 11));
-    origin.state.delay_ms.store(300, Ordering::SeqCst);
+    // Long enough that all 200 requests arrive while the one fetch is in flight, also on a
+    // loaded machine (a request arriving after the fill is a plain hit, not a lock wait).
+    origin.state.delay_ms.store(1000, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some("[admin]\n"));
     let url = edge.url("/media/hot");
