@@ -148,10 +148,11 @@ async fn zero_copy_hit_is_byte_exact_and_keeps_the_connection() {
     assert_eq!(small.headers["connection"], "keep-alive");
     assert_eq!(sendfile_count_reaches(&edge, 4.0).await, 4.0);
     assert_eq!(origin.requests(), 2);
-    assert_eq!(
-        metric(&edge, "komora_edge_bytes_served_total", "memory").await,
-        (4 * (64 << 10) + 1024) as f64
-    );
+    // The second small GET can race the first one's store on a loaded machine and be read
+    // from the finishing fill instead of the memory tier: both are cache bytes, none origin.
+    let cached = metric(&edge, "komora_edge_bytes_served_total", "memory").await
+        + metric(&edge, "komora_edge_bytes_served_total", "\"fill\"").await;
+    assert_eq!(cached, (4 * (64 << 10) + 1024) as f64);
     assert_eq!(
         metric(&edge, "komora_edge_sendfile_open_files", "").await,
         1.0
