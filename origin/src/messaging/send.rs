@@ -9,7 +9,10 @@
 //! finds it set knows an earlier attempt may have reached the platform: unless the platform
 //! drops repeats by `Idempotency-Key` (`honours_idempotency_key`), it does not send, and the
 //! task waits as `delivery_unknown` until an operator checks the chat and runs
-//! `queue retry ID` (send again) or `queue mark-sent ID`.
+//! `queue retry ID` (send again) or `queue mark-sent ID`. Its message shows
+//! `delivery_unknown` meanwhile: migration 0005's trigger sets it in the transaction that
+//! parks the task (the engine knows nothing of messages), `queue retry` puts it back to
+//! `pending`, `queue mark-sent` to `sent` (see [`crate::queue::store`]).
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use sqlx::Row;
 use crate::messaging::platform::{self, SendFailure};
 use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
 use crate::queue::NewTask;
+use crate::store::messages::{delivery_status_at, DeliveryStatus};
 use komora_queue::store::ClaimedTask;
 
 /// Deliver outbound message `message_id` through its conversation's platform.
@@ -34,12 +38,12 @@ impl SendMessage {
 /// write would leave the attempt marker and park the next run as `delivery_unknown`).
 const SENT_WRITE_TRIES: u32 = 4;
 
-async fn set_status(ctx: &TaskContext, id: i64, status: &str) -> Result<(), TaskError> {
+async fn set_status(ctx: &TaskContext, id: i64, status: DeliveryStatus) -> Result<(), TaskError> {
     sqlx::query(
         "UPDATE messages SET delivery_status = $1 WHERE id = $2 \
          AND delivery_status NOT IN ('sent', 'delivered', 'read')",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(id)
     .execute(&ctx.db.pool)
     .await?;
@@ -114,7 +118,7 @@ impl komora_queue::Task for SendMessage {
         .ok_or_else(|| TaskError::Permanent(format!("message {id} does not exist")))?;
         let direction: String = row.try_get(0)?;
         let text: String = row.try_get(1)?;
-        let status: String = row.try_get(2)?;
+        let status = delivery_status_at(&row, 2)?;
         let platform_name: String = row.try_get(3)?;
         let chat_id: String = row.try_get(4)?;
         let attempted: Option<i64> = row.try_get(5)?;
@@ -123,12 +127,12 @@ impl komora_queue::Task for SendMessage {
                 "message {id} is inbound, not sent"
             )));
         }
-        if matches!(status.as_str(), "sent" | "delivered" | "read") {
-            tracing::info!(message = id, status, "already delivered, not sending again");
+        if status.is_delivered() {
+            tracing::info!(message = id, %status, "already delivered, not sending again");
             return Ok(());
         }
         let Some(p) = ctx.config.platforms.get(&platform_name) else {
-            set_status(ctx, id, "failed").await?;
+            set_status(ctx, id, DeliveryStatus::Failed).await?;
             return Err(TaskError::Permanent(format!(
                 "platform {platform_name:?} is not configured in [platforms]"
             )));
@@ -156,7 +160,7 @@ impl komora_queue::Task for SendMessage {
                 clear_attempt(ctx, id).await?;
                 let last = task.attempts >= task.max_attempts;
                 if matches!(e, TaskError::Permanent(_)) || last {
-                    set_status(ctx, id, "failed").await?;
+                    set_status(ctx, id, DeliveryStatus::Failed).await?;
                 }
                 Err(e)
             }

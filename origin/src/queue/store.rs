@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::db::Db;
 use crate::messaging::send::SendMessage;
+use crate::store::messages::DeliveryStatus;
 
 /// Why `retry` did not requeue a task.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,8 @@ fn message_of(task: &TaskRow) -> Option<i64> {
 
 /// Requeues a dead or `delivery_unknown` task with a fresh attempt budget; its error
 /// history is kept. For a `delivery_unknown` send this is the operator's decision to send
-/// again: the recorded attempt is cleared in the same transaction, so the send goes out.
+/// again: the recorded attempt is cleared and the message is `pending` again (it showed
+/// `delivery_unknown` while parked) in the same transaction, so the send goes out.
 /// (A dead send keeps it: if its last run was cut off in flight, the next run stops at
 /// `delivery_unknown` rather than sending blindly.)
 pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
@@ -50,10 +52,16 @@ pub async fn retry(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> {
         if let (true, TaskState::DeliveryUnknown, Some(message)) =
             (requeued, task.state, message_of(&task))
         {
-            sqlx::query("UPDATE messages SET send_attempted_at = NULL WHERE id = $1")
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE messages SET send_attempted_at = NULL, \
+                 delivery_status = CASE WHEN delivery_status = $1 THEN $2 \
+                 ELSE delivery_status END WHERE id = $3",
+            )
+            .bind(DeliveryStatus::DeliveryUnknown.as_str())
+            .bind(DeliveryStatus::Pending.as_str())
+            .bind(message)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }
@@ -80,9 +88,10 @@ pub async fn mark_sent(db: &Db, id: i64, now_ms: i64) -> Result<(), RetryError> 
         return Err(RetryError::NotUnknown(id, task.state));
     }
     sqlx::query(
-        "UPDATE messages SET delivery_status = 'sent', send_attempted_at = NULL WHERE id = $1 \
+        "UPDATE messages SET delivery_status = $1, send_attempted_at = NULL WHERE id = $2 \
          AND delivery_status NOT IN ('sent', 'delivered', 'read')",
     )
+    .bind(DeliveryStatus::Sent.as_str())
     .bind(message)
     .execute(&mut *tx)
     .await?;

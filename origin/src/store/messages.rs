@@ -10,6 +10,76 @@ use super::api_keys::Scope;
 use super::Cursor;
 use crate::db::{query, query_built, Db};
 
+/// Where a message is on its way (`messages.delivery_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Outbound, not yet taken by the platform.
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    /// Inbound.
+    Received,
+    /// Outbound, an attempt may have reached the platform: its send waits for an operator
+    /// (`queue retry ID` makes it `pending` again, `queue mark-sent ID` makes it `sent`).
+    DeliveryUnknown,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 7] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Read,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Received,
+        DeliveryStatus::DeliveryUnknown,
+    ];
+
+    /// The value stored in `messages.delivery_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Received => "received",
+            DeliveryStatus::DeliveryUnknown => "delivery_unknown",
+        }
+    }
+
+    /// The status stored as `s`; `None` for a value the schema's CHECK does not allow.
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The platform has taken the message: a send must not go out again.
+    pub fn is_delivered(self) -> bool {
+        matches!(
+            self,
+            DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Read
+        )
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads a stored status; a value outside the enum is a decode error, not a panic.
+pub fn delivery_status_at(r: &AnyRow, i: usize) -> Result<DeliveryStatus, sqlx::Error> {
+    let s: String = r.try_get(i)?;
+    DeliveryStatus::parse(&s).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source: format!("unknown delivery_status {s:?}").into(),
+    })
+}
+
 /// A message to insert with [`insert_message`].
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -19,8 +89,7 @@ pub struct NewMessage {
     pub text: String,
     /// Unix milliseconds.
     pub created_at: i64,
-    /// `pending`, `sent`, `delivered`, `read`, `failed` or `received`.
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
     /// Media attached, in order (ids in `media`).
     pub media_ids: Vec<i64>,
 }
@@ -33,7 +102,7 @@ impl NewMessage {
             direction: "in".into(),
             text: text.into(),
             created_at: crate::db::now_ms(),
-            delivery_status: "received".into(),
+            delivery_status: DeliveryStatus::Received,
             media_ids: Vec::new(),
         }
     }
@@ -45,7 +114,7 @@ impl NewMessage {
             direction: "out".into(),
             text: text.into(),
             created_at: crate::db::now_ms(),
-            delivery_status: "pending".into(),
+            delivery_status: DeliveryStatus::Pending,
             media_ids: Vec::new(),
         }
     }
@@ -80,7 +149,7 @@ pub async fn insert_message(conn: &mut AnyConnection, m: &NewMessage) -> Result<
     .bind(m.direction.clone())
     .bind(m.text.clone())
     .bind(m.created_at)
-    .bind(m.delivery_status.clone())
+    .bind(m.delivery_status.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let id: i64 = row.try_get(0)?;
@@ -131,7 +200,7 @@ pub async fn insert_inbound_once(
     .bind(m.direction.clone())
     .bind(m.text.clone())
     .bind(m.created_at)
-    .bind(m.delivery_status.clone())
+    .bind(m.delivery_status.as_str())
     .bind(external_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
@@ -273,7 +342,7 @@ pub struct Message {
     pub text: String,
     pub created_at: i64,
     pub read_at: Option<i64>,
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
     pub media: Vec<MessageMedia>,
 }
 
@@ -376,7 +445,7 @@ fn message(r: &AnyRow) -> Result<Message, sqlx::Error> {
         text: r.try_get(3)?,
         created_at: r.try_get(4)?,
         read_at: r.try_get(5)?,
-        delivery_status: r.try_get(6)?,
+        delivery_status: delivery_status_at(r, 6)?,
         media: Vec::new(),
     })
 }

@@ -8,6 +8,7 @@ mod core;
 mod delivery;
 mod flow;
 mod heartbeat;
+mod migrate;
 mod ops;
 mod process;
 mod schema;

@@ -63,6 +63,49 @@ async fn outbound_on(db: &komora_origin::db::Db, platform: &str) -> i64 {
     .get(0)
 }
 
+/// The real API as an operator sees it: a message's `delivery_status` in
+/// GET /api/conversations/{id}/messages.
+struct Api {
+    base: String,
+    key: String,
+}
+
+impl Api {
+    async fn start(db: &komora_origin::db::Db, cfg: &Arc<komora_origin::config::Config>) -> Api {
+        let media: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let base = serve_app(db, cfg, media).await;
+        let (_, key) = komora_origin::store::api_keys::create(db, "operator desk", true)
+            .await
+            .unwrap();
+        Api { base, key }
+    }
+
+    async fn status_of(&self, db: &komora_origin::db::Db, message: i64) -> String {
+        let conv: i64 = sqlx::query("SELECT conversation_id FROM messages WHERE id = $1")
+            .bind(message)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/conversations/{conv}/messages", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let m = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == message)
+            .unwrap_or_else(|| panic!("message {message} not listed: {v}"));
+        m["delivery_status"].as_str().unwrap().to_string()
+    }
+}
+
 /// Runs the send until it stops retrying: first attempt times out in flight.
 async fn first_attempt_times_out(w: &komora_origin::queue::worker::Worker) -> i64 {
     match w.run_one(T0).await.unwrap().unwrap() {
@@ -96,7 +139,10 @@ both_backends!(
         );
         assert_eq!(platform.count(), 1, "no second send");
         assert_eq!(state_of(&t.db, task).await, "delivery_unknown");
-        assert_eq!(delivery_of(&t.db, message).await, "pending");
+        // The message says so too, in the API the operators read.
+        assert_eq!(delivery_of(&t.db, message).await, "delivery_unknown");
+        let api = Api::start(&t.db, &cfg).await;
+        assert_eq!(api.status_of(&t.db, message).await, "delivery_unknown");
         // Parked: never claimed, swept or pruned; counted and listed for operators.
         assert_eq!(w.run_one(run_at + 3_600_000).await.unwrap(), None);
         store::sweep_expired(&t.db, run_at + 3_600_000)
@@ -136,10 +182,12 @@ both_backends!(
 
         // The operator checked the chat (nothing arrived) and retries: now it is sent.
         store::retry(&t.db, task, run_at).await.unwrap();
+        assert_eq!(api.status_of(&t.db, message).await, "pending");
         let out = w.run_one(run_at).await.unwrap().unwrap();
         assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
         assert_eq!(platform.count(), 2);
         assert_eq!(delivery_of(&t.db, message).await, "sent");
+        assert_eq!(api.status_of(&t.db, message).await, "sent");
     }
 );
 
@@ -242,3 +290,71 @@ both_backends!(doctor_reports_sends_waiting_for_an_operator, |t| {
         "{queue:?}"
     );
 });
+
+both_backends!(
+    mark_sent_through_the_cli_shows_sent_and_sends_nothing,
+    |t| {
+        let platform = hangs_first().await;
+        let dir = tempfile::tempdir().unwrap();
+        let platform_text = format!(
+        "[platforms.telegram]\nbase_url = \"{}\"\ntoken = \"T\"\nwebhook_secret = \"{SECRET}\"\n\
+         timeout_ms = 300\nallowed_hosts = [\"{}\"]\n",
+        platform.base_url,
+        host_port(&platform.base_url)
+    );
+        let config_text = format!(
+            "[database]\nurl = \"{}\"\n[media]\nstore_url = \"file://{}/media\"\n{platform_text}",
+            t.url,
+            dir.path().display(),
+        );
+        let config_path = dir.path().join("origin.toml");
+        std::fs::write(&config_path, &config_text).unwrap();
+        let cfg = config(&platform_text);
+        let w = worker(&t.db, &cfg);
+        let message = outbound_on(&t.db, "telegram").await;
+        let task = enqueue(&t.db, &cfg, SendMessage::task(message), T0).await;
+        let run_at = first_attempt_times_out(&w).await;
+        let out = w.run_one(run_at).await.unwrap().unwrap();
+        assert!(matches!(out, Outcome::DeliveryUnknown { .. }), "{out:?}");
+        let api = Api::start(&t.db, &cfg).await;
+        assert_eq!(api.status_of(&t.db, message).await, "delivery_unknown");
+        assert_eq!(platform.count(), 1, "only the attempt cut off in flight");
+
+        // The operator found the message in the chat and records it, with the real CLI.
+        let cli = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_komora-origin"))
+                .arg("--config")
+                .arg(&config_path)
+                .args(args)
+                .env_remove("KOMORA_DATABASE_URL")
+                .output()
+                .unwrap()
+        };
+        let id = task.to_string();
+        let listed = cli(&["queue", "unknown"]);
+        assert!(listed.status.success(), "{listed:?}");
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).contains(&id),
+            "{listed:?}"
+        );
+        let marked = cli(&["queue", "mark-sent", &id]);
+        assert!(marked.status.success(), "{marked:?}");
+        assert!(
+            String::from_utf8_lossy(&marked.stdout).contains("marked sent"),
+            "{marked:?}"
+        );
+        assert_eq!(state_of(&t.db, task).await, "done");
+        assert_eq!(delivery_of(&t.db, message).await, "sent");
+        assert_eq!(api.status_of(&t.db, message).await, "sent");
+        // Marking twice is refused with a clear error, not a second effect.
+        let again = cli(&["queue", "mark-sent", &id]);
+        assert!(!again.status.success(), "{again:?}");
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("is done"),
+            "{again:?}"
+        );
+        // Nothing left to run, and the platform got no request from the mark or after it.
+        assert_eq!(w.run_one(run_at + 3_600_000).await.unwrap(), None);
+        assert_eq!(platform.count(), 1, "mark-sent sends nothing");
+    }
+);
