@@ -134,18 +134,17 @@ both_backends!(
             }
             if !cut && kills == 4 {
                 let name = t.url.rsplit('/').next().unwrap().to_string();
-                let admin = komora_origin::db::Db::connect(
-                    &crate::common::pg_admin_url(),
-                    &komora_origin::db::PoolSettings::default(),
-                )
-                .await
-                .unwrap();
+                // A plain pool on the admin database: `Db::connect` would run our migrations there.
+                sqlx::any::install_default_drivers();
+                let admin = sqlx::AnyPool::connect(&crate::common::pg_admin_url())
+                    .await
+                    .unwrap();
                 let n = sqlx::query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE datname = $1 AND pid <> pg_backend_pid()",
                 )
                 .bind(name.as_str())
-                .fetch_all(&admin.pool)
+                .fetch_all(&admin)
                 .await
                 .unwrap()
                 .len();

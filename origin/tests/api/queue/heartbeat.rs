@@ -243,12 +243,11 @@ async fn connections_killed_mid_run_every_task_ends_done_or_dead() {
     let run = tokio::spawn(w.clone().run(rx));
     // Cut every connection of the test database a few times while the worker is busy.
     let name = t.url.rsplit('/').next().unwrap().to_string();
-    let admin = Db::connect(
-        &crate::common::pg_admin_url(),
-        &komora_origin::db::PoolSettings::default(),
-    )
-    .await
-    .unwrap();
+    // A plain pool on the admin database: `Db::connect` would run our migrations there.
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&crate::common::pg_admin_url())
+        .await
+        .unwrap();
     let mut killed = 0i64;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -257,7 +256,7 @@ async fn connections_killed_mid_run_every_task_ends_done_or_dead() {
              WHERE datname = $1 AND pid <> pg_backend_pid()",
         )
         .bind(name.as_str())
-        .fetch_all(&admin.pool)
+        .fetch_all(&admin)
         .await
         .unwrap();
         killed += rows.len() as i64;
