@@ -275,9 +275,28 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
+/// A port for a spawned edge (or any process that binds it itself) to listen on.
+///
+/// Not a port the kernel picked for `:0`: between our probe and the child's bind the kernel
+/// can hand the same port to another test's `:0` bind, and `wait_listening` would then reach
+/// that other test's server, which answers this test's requests. Ports come from one counter
+/// per test process in 20000..32000, below the kernel's ephemeral range (32768..) so no `:0`
+/// bind takes them, starting at an offset from the pid so the next test binary does not
+/// reuse a port an exiting edge of the previous one still holds; each is checked bindable.
 pub fn free_port() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 100) * 120;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+        let port = LOW + (offset + n) % SPAN;
+        if let Ok(l) = StdListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub struct EdgeProc {
