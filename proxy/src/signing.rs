@@ -183,7 +183,7 @@ mod tests {
     use super::*;
 
     fn sign(key: &str, object: &str, exp: u64) -> String {
-        let mut mac = HmacSha256::new_from_slice(key.as_bytes()).unwrap();
+        let mut mac = HmacSha256::new_from_slice(key.as_bytes()).unwrap(); // unwrap: test-only, HMAC takes any key length
         mac.update(format!("{object}.{exp}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn verifies_exp_and_sig_against_every_key() {
         let (k1, k2) = ("a".repeat(32), "b".repeat(40));
-        let v = UrlVerifier::from_value("K", Some(&format!("{k1} , {k2}"))).unwrap();
+        let v = UrlVerifier::from_value("K", Some(&format!("{k1} , {k2}"))).unwrap(); // unwrap: test-only
         let path = "/media/abc";
         let q = |key: &str, exp: u64| format!("exp={exp}&sig={}", sign(key, "abc", exp));
         assert_eq!(v.verify(path, Some(&q(&k1, 200)), 100), Ok(200));
@@ -219,6 +219,6 @@ mod tests {
         let e = UrlVerifier::from_value("K", Some(&format!("{},tiny", "a".repeat(32))));
         let e = e.unwrap_err();
         assert!(e.contains("key 2") && !e.contains("tiny"), "{e}");
-        assert!(!UrlVerifier::from_value("K", None).unwrap().has_keys());
+        assert!(!UrlVerifier::from_value("K", None).unwrap().has_keys()); // unwrap: test-only
     }
 }
