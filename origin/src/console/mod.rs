@@ -49,8 +49,14 @@ use crate::app::AppState;
 /// Every `/console` route. Pages are `private, no-store`; assets set their own caching.
 pub fn routes() -> Router<AppState> {
     let pages = Router::new()
-        .route("/console", get(|| async { Redirect::to("/console/queues") }))
-        .route("/console/", get(|| async { Redirect::to("/console/queues") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/queues") }),
+        )
+        .route(
+            "/console/",
+            get(|| async { Redirect::to("/console/queues") }),
+        )
         .merge(session::routes())
         .merge(queues::routes())
         .merge(tasks::routes())

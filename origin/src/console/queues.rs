@@ -83,7 +83,9 @@ async fn page(
     let queues = inspect::overview(&state.db, &visible(&session, state.db.backend), now).await?;
     let history = audit::queue_actions(&state.db, 10).await?;
     let message = match (notice.done.as_deref(), notice.queue.as_deref()) {
-        (Some("pause"), Some(q)) => Some(format!("Queue {q} paused: workers claim nothing from it.")),
+        (Some("pause"), Some(q)) => {
+            Some(format!("Queue {q} paused: workers claim nothing from it."))
+        }
         (Some("resume"), Some(q)) => Some(format!("Queue {q} resumed.")),
         (Some("purge"), Some(q)) => Some(format!(
             "Queue {q} purged: {} waiting tasks deleted.",
@@ -158,7 +160,7 @@ async fn page(
                                 }
                             }
                         }
-                        form.inline method="post" action=(format!("/console/queues/{}/purge", q.queue)) {
+                        form.purge method="post" action=(format!("/console/queues/{}/purge", q.queue)) {
                             (csrf_field(&session))
                             label for=(format!("purge-{}", q.queue)) {
                                 "Type " code { (q.queue) } " to delete its "
