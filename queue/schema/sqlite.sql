@@ -2,7 +2,7 @@
 -- own (komora_queue::schema). One row per task; state machine queued -> running -> done,
 -- or back to queued with a later run_at (retry), or dead after max_attempts; a run that may
 -- have had its effect waits as delivery_unknown. Times are BIGINT Unix milliseconds.
--- The origin's history creates the same tables in its own migrations (0002, 0004, 0006).
+-- The origin's history creates the same tables in its own migrations (0002, 0004, 0006, 0008).
 CREATE TABLE tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -24,14 +24,17 @@ CREATE TABLE tasks (
     finished_at BIGINT
 );
 
--- The claim walks this index: queued tasks of one queue, due first.
-CREATE INDEX tasks_claim ON tasks (state, queue, priority DESC, run_at, id);
--- The sweep finds expired leases; the prune finds old finished tasks.
-CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'running';
+-- The claim walks this index: queued tasks of one queue, due first. Only queued tasks, so
+-- claims and completions add no entries to it.
+CREATE INDEX tasks_claim ON tasks (queue, priority DESC, run_at, id) WHERE state = 'queued';
+-- The sweep finds expired leases (a task has a lease exactly while it runs); the prune
+-- finds old finished tasks. No index has state = 'running' as its predicate, so statements
+-- on running tasks by id take the primary key.
+CREATE INDEX tasks_lease ON tasks (lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE state = 'done';
 -- At most one live task per idempotency key; a finished key may be enqueued again.
 CREATE UNIQUE INDEX tasks_live_key ON tasks (idempotency_key)
-    WHERE state IN ('queued', 'running');
+    WHERE state IN ('queued', 'running') AND idempotency_key IS NOT NULL;
 
 -- A queue with a row here is paused: claims skip it until it is resumed.
 CREATE TABLE queue_pauses (

@@ -23,7 +23,11 @@
 //! migration history (sqlx records and checksums versions in `_sqlx_migrations`), so the
 //! application applies it in one of its migrations. The origin's history created it before
 //! the engine was a crate (its 0002 and 0004, which also change the origin's own tables and
-//! cannot be split once applied); a test there checks that the two stay alike.
+//! cannot be split once applied, then 0008's leaner indexes); a test there checks that the
+//! two stay alike.
+//!
+//! Hooks: a kind's [`Task::on_parked`] runs in the transaction that parks its task as
+//! `delivery_unknown`, so the application's own rows show the park exactly when it commits.
 
 pub mod backoff;
 pub mod config;

@@ -140,7 +140,8 @@ pub async fn enqueue_at(
         "INSERT INTO tasks (queue, kind, payload, state, priority, attempts, max_attempts, \
          run_at, idempotency_key, errors, created_at) \
          VALUES ($1, $2, $3, 'queued', 0, 0, $4, $5, $6, '[]', $7) \
-         ON CONFLICT (idempotency_key) WHERE state IN ('queued', 'running') DO NOTHING \
+         ON CONFLICT (idempotency_key) \
+         WHERE state IN ('queued', 'running') AND idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
     .bind(kind.queue)
@@ -211,17 +212,18 @@ pub async fn claim(
     }
     // Only placeholders and fixed fragments are formatted in; every value is bound.
     let sql = match db.backend() {
-        // The candidates are locked once in a CTE (always materialised): an `IN (subquery)`
-        // may be rescanned per outer row, and with SKIP LOCKED each rescan would pick
-        // further rows past the LIMIT.
+        // The candidates are locked once, by the uncorrelated sub-select (an init plan, run
+        // once: with SKIP LOCKED a rescan would pick further rows past the LIMIT). Matching
+        // them by `id = ANY(array)` walks the primary key; a join with the candidates let
+        // the planner hash-join a scan of the whole table into every claim.
         Backend::Postgres => format!(
-            "WITH next AS (SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
+             worker_id = $2, started_at = $3 \
+             WHERE id = ANY(ARRAY(SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
              AND run_at <= $3{filter}{NOT_PAUSED} ORDER BY priority DESC, run_at, id LIMIT $5 \
-             FOR UPDATE SKIP LOCKED) \
-             UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
-             worker_id = $2, started_at = $3 FROM next WHERE tasks.id = next.id \
-             RETURNING tasks.id, queue, kind, payload, attempts, max_attempts, errors, \
-             created_at, run_at"
+             FOR UPDATE SKIP LOCKED)) \
+             RETURNING id, queue, kind, payload, attempts, max_attempts, errors, created_at, \
+             run_at"
         ),
         // One writer at a time: the statement is atomic as it is.
         Backend::Sqlite => format!(
@@ -278,28 +280,48 @@ pub async fn heartbeat(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut held = 0;
-    for chunk in ids.chunks(HEARTBEAT_CHUNK) {
-        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-        // Only placeholders are formatted in; every value is bound.
-        let sql = format!(
-            "UPDATE tasks SET lease_until = $1 WHERE worker_id = $2 AND state = 'running' \
-             AND id IN ({})",
-            marks.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms.saturating_add(lease_ms))
-            .bind(worker_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        held += q.execute(db.pool()).await?.rows_affected();
+    if ids.is_empty() {
+        return Ok(0);
     }
-    Ok(held)
+    let sql = match db.backend() {
+        Backend::Postgres => {
+            "UPDATE tasks SET lease_until = $1 WHERE id = ANY($3::bigint[]) \
+             AND worker_id = $2 AND state = 'running'"
+        }
+        Backend::Sqlite => {
+            "UPDATE tasks SET lease_until = $1 WHERE id IN (SELECT value FROM json_each($3)) \
+             AND worker_id = $2 AND state = 'running'"
+        }
+    };
+    let r = sqlx::query(sql)
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(worker_id)
+        .bind(id_list(db.backend(), ids))
+        .execute(db.pool())
+        .await?;
+    Ok(r.rows_affected())
 }
 
-/// Most task ids one heartbeat statement binds.
-const HEARTBEAT_CHUNK: usize = 500;
+/// `ids` as one bound value, whatever their number: a PostgreSQL array literal (`{1,2}`,
+/// cast to `bigint[]` in the statement) or a JSON array (`[1,2]`, read by SQLite's
+/// `json_each`). One statement text for every batch size, so it is prepared once per
+/// connection; a list of placeholders made a new statement for each length.
+fn id_list(backend: Backend, ids: &[i64]) -> String {
+    let (open, close) = match backend {
+        Backend::Postgres => ('{', '}'),
+        Backend::Sqlite => ('[', ']'),
+    };
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push(open);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(close);
+    s
+}
 
 /// Marks a task done. `false` when the worker no longer held its lease (it expired and the
 /// task was given to someone else; their run decides).
@@ -332,20 +354,24 @@ pub async fn complete_many(
     if ids.is_empty() {
         return Ok(0);
     }
-    let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
-    // Only placeholders are formatted in; every value is bound.
-    let sql = format!(
-        "UPDATE tasks SET state = 'done', finished_at = $1, lease_until = NULL \
-         WHERE worker_id = $2 AND state = 'running' AND id IN ({})",
-        marks.join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let sql = match db.backend() {
+        Backend::Postgres => {
+            "UPDATE tasks SET state = 'done', finished_at = $1, lease_until = NULL \
+             WHERE id = ANY($3::bigint[]) AND worker_id = $2 AND state = 'running'"
+        }
+        Backend::Sqlite => {
+            "UPDATE tasks SET state = 'done', finished_at = $1, lease_until = NULL \
+             WHERE id IN (SELECT value FROM json_each($3)) AND worker_id = $2 \
+             AND state = 'running'"
+        }
+    };
+    let r = sqlx::query(sql)
         .bind(now_ms)
-        .bind(worker_id);
-    for id in ids {
-        q = q.bind(*id);
-    }
-    Ok(q.execute(db.pool()).await?.rows_affected())
+        .bind(worker_id)
+        .bind(id_list(db.backend(), ids))
+        .execute(db.pool())
+        .await?;
+    Ok(r.rows_affected())
 }
 
 /// Appends one error to a task's JSON history, keeping the last [`ERROR_HISTORY`].
@@ -411,11 +437,12 @@ pub async fn fail(
     })
 }
 
-/// Parks a running task as `delivery_unknown` (an earlier run may have had its effect):
-/// not claimed, swept or pruned until an operator retries it or marks it sent. `false`
-/// when the worker no longer held the lease.
+/// Parks a running task as `delivery_unknown` (an earlier run may have had its effect) on
+/// the caller's connection (the worker's transaction, in which the kind's
+/// [`crate::Handler::on_parked`] marks its own rows): not claimed, swept or pruned until an
+/// operator retries it or marks it sent. `false` when the worker no longer held the lease.
 pub async fn park_unknown(
-    db: &(impl QueueDb + ?Sized),
+    conn: &mut AnyConnection,
     task: &ClaimedTask,
     worker_id: &str,
     now_ms: i64,
@@ -432,7 +459,7 @@ pub async fn park_unknown(
     .bind(now_ms)
     .bind(task.id)
     .bind(worker_id)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::AnyConnection;
 
 use crate::store::ClaimedTask;
 
@@ -96,6 +97,19 @@ impl From<sqlx::Error> for TaskError {
 #[async_trait::async_trait]
 pub trait Handler<C>: Send + Sync {
     async fn run(&self, ctx: &C, task: &ClaimedTask) -> Result<(), TaskError>;
+
+    /// Called when a run returned [`TaskError::DeliveryUnknown`] and the task is being parked
+    /// as `delivery_unknown`, on the connection of the transaction that parks it: after the
+    /// task's row is changed, before the commit. So whatever it writes commits exactly with
+    /// the park. Contract as for [`Task::on_parked`]. Default: nothing.
+    async fn on_parked(
+        &self,
+        _ctx: &C,
+        _task: &ClaimedTask,
+        _conn: &mut AnyConnection,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 }
 
 /// One kind of task: its name, its input, its options and its code.
@@ -124,6 +138,28 @@ pub trait Task: Send + Sync + 'static {
         input: Self::Input,
         task: &ClaimedTask,
     ) -> Result<(), TaskError>;
+
+    /// The task is being parked as `delivery_unknown` (its run returned
+    /// [`TaskError::DeliveryUnknown`]): mark the kind's own rows to match, on `conn`, the
+    /// connection of the transaction that parks it (after the task's row is changed, before
+    /// the commit), so the marks commit exactly with the park.
+    ///
+    /// Runs once per park, never when the worker had lost the lease (nothing is parked then).
+    /// An error rolls back the park and its marks together: the worker writes the outcome
+    /// again with backoff, up to [`crate::worker::OUTCOME_TRIES`] times in all, then lets the
+    /// task go (its lease expires, the sweep queues it again and the next run decides
+    /// anew). Must only write through `conn` (another connection would not commit with the
+    /// park, and on SQLite would wait for its lock), and be quick: the task's row is locked
+    /// meanwhile. Default: nothing.
+    async fn on_parked(
+        &self,
+        _ctx: &Self::Context,
+        _input: Self::Input,
+        _task: &ClaimedTask,
+        _conn: &mut AnyConnection,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 }
 
 /// A [`Task`] as a [`Handler`]: decodes the payload into the input first.
@@ -136,6 +172,18 @@ impl<T: Task> Handler<T::Context> for Typed<T> {
             TaskError::Permanent(format!("payload is not a {} input: {e}", T::KIND))
         })?;
         self.0.run(ctx, input, task).await
+    }
+
+    async fn on_parked(
+        &self,
+        ctx: &T::Context,
+        task: &ClaimedTask,
+        conn: &mut AnyConnection,
+    ) -> Result<(), sqlx::Error> {
+        // The run decoded this payload already; a failure here rolls the park back.
+        let input: T::Input = serde_json::from_value(task.payload.clone())
+            .map_err(|e| sqlx::Error::Decode(e.into()))?;
+        self.0.on_parked(ctx, input, task, conn).await
     }
 }
 

@@ -24,7 +24,7 @@ use crate::config::{KindConfig, QUEUES};
 use crate::routing::Wrr;
 use crate::store::{self, ClaimedTask, FailResult};
 use crate::task::{Handler, Handlers, TaskError};
-use crate::{backoff, metrics, Context};
+use crate::{backoff, metrics, Context, QueueDb};
 
 /// What happened to one claimed task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,22 +359,20 @@ impl<C: Context> Worker<C> {
                     }
                 }),
                 Err(TaskError::DeliveryUnknown(_)) => {
-                    store::park_unknown(db, task, &self.id, now, &error)
-                        .await
-                        .map(|held| {
-                            if held {
-                                Outcome::DeliveryUnknown {
-                                    id,
-                                    kind: kind.clone(),
-                                    error: error.clone(),
-                                }
-                            } else {
-                                Outcome::LeaseLost {
-                                    id,
-                                    kind: kind.clone(),
-                                }
+                    self.park(task, now, &error).await.map(|held| {
+                        if held {
+                            Outcome::DeliveryUnknown {
+                                id,
+                                kind: kind.clone(),
+                                error: error.clone(),
                             }
-                        })
+                        } else {
+                            Outcome::LeaseLost {
+                                id,
+                                kind: kind.clone(),
+                            }
+                        }
+                    })
                 }
                 Err(_) => store::fail(db, task, &self.id, now, &error, permanent, delay)
                     .await
@@ -416,6 +414,21 @@ impl<C: Context> Worker<C> {
         };
         self.land(&[id]);
         outcome
+    }
+
+    /// Parks `task` as `delivery_unknown` and runs its kind's [`Handler::on_parked`] in the
+    /// same transaction: both commit, or neither. `false` when the lease was lost (nothing is
+    /// written and the hook does not run).
+    async fn park(&self, task: &ClaimedTask, now: i64, error: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.ctx.db().pool().begin().await?;
+        if !store::park_unknown(&mut tx, task, &self.id, now, error).await? {
+            return Ok(false); // dropping the transaction rolls it back
+        }
+        if let Some(handler) = self.handlers.get(&task.kind) {
+            handler.on_parked(&self.ctx, task, &mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Claims one due task (respecting the weights), runs it and records the outcome, all at

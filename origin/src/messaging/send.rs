@@ -10,18 +10,18 @@
 //! drops repeats by `Idempotency-Key` (`honours_idempotency_key`), it does not send, and the
 //! task waits as `delivery_unknown` until an operator checks the chat and runs
 //! `queue retry ID` (send again) or `queue mark-sent ID`. Its message shows
-//! `delivery_unknown` meanwhile: migration 0005's trigger sets it in the transaction that
+//! `delivery_unknown` meanwhile: the kind's `on_parked` hook marks it in the transaction that
 //! parks the task (the engine knows nothing of messages), `queue retry` puts it back to
 //! `pending`, `queue mark-sent` to `sent` (see [`crate::queue::store`]).
 
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::messaging::platform::{self, SendFailure};
 use crate::queue::tasks::{MessageInput, TaskContext, TaskError, TaskOptions};
 use crate::queue::NewTask;
-use crate::store::messages::{delivery_status_at, DeliveryStatus};
+use crate::store::messages::{delivery_status_at, mark_delivery_unknown, DeliveryStatus};
 use komora_queue::store::ClaimedTask;
 
 /// Deliver outbound message `message_id` through its conversation's platform.
@@ -168,5 +168,17 @@ impl komora_queue::Task for SendMessage {
             // platform drops repeats).
             Err(SendFailure::MaybeSent(e)) => Err(e),
         }
+    }
+
+    /// The message shows that its send waits for an operator, committed with the park.
+    async fn on_parked(
+        &self,
+        _ctx: &TaskContext,
+        input: MessageInput,
+        _task: &ClaimedTask,
+        conn: &mut AnyConnection,
+    ) -> Result<(), sqlx::Error> {
+        mark_delivery_unknown(conn, input.message_id).await?;
+        Ok(())
     }
 }

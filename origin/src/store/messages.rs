@@ -273,6 +273,24 @@ pub async fn link_media(
     Ok(())
 }
 
+/// Shows on outbound message `id` that its send waits for an operator (the send task is
+/// being parked as `delivery_unknown`), on the caller's connection: the park's transaction.
+/// A message the platform already took, or one not pending or failed, keeps its status.
+/// Returns whether the message changed.
+pub async fn mark_delivery_unknown(conn: &mut AnyConnection, id: i64) -> Result<bool, sqlx::Error> {
+    let r = query(
+        "UPDATE messages SET delivery_status = $1 WHERE id = $2 \
+         AND delivery_status IN ($3, $4)",
+    )
+    .bind(DeliveryStatus::DeliveryUnknown.as_str())
+    .bind(id)
+    .bind(DeliveryStatus::Pending.as_str())
+    .bind(DeliveryStatus::Failed.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Marks every unread inbound message of a conversation read at `now` and zeroes its
 /// unread count. Returns how many messages were marked, or `None` if no such conversation.
 pub async fn mark_read(

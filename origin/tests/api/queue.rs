@@ -10,6 +10,7 @@ mod flow;
 mod heartbeat;
 mod migrate;
 mod ops;
+mod parked;
 mod process;
 mod schema;
 mod ssrf;

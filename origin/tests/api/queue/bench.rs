@@ -2,6 +2,7 @@
 //! no-op tasks per second, and the wait of high-priority tasks while 100k low-priority
 //! tasks are queued. Numbers are printed as `BENCH …` lines.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,10 +61,24 @@ const LATENCY_CONFIG: &str = "[queue]\nworker_concurrency = 64\nclaim_batch = 32
      [queue.kinds.noop_low]\nqueue = \"low\"\nconcurrency = 64\n";
 
 fn start(db: &Db, settings: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    start_counting(db, settings, Arc::default())
+}
+
+/// Like [`start`], with `noop` runs counted in `runs`.
+fn start_counting(
+    db: &Db,
+    settings: &str,
+    runs: Arc<AtomicUsize>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let cfg = config(settings);
     let noop = handler(|_| Ok(()));
+    let counted = handler(move |_| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    });
     let w = Arc::new(
         worker(db, &cfg)
+            .with_handler("noop", counted)
             .with_handler("noop_high", noop.clone())
             .with_handler("noop_low", noop),
     );
@@ -72,23 +87,67 @@ fn start(db: &Db, settings: &str) -> (watch::Sender<bool>, tokio::task::JoinHand
     (tx, h)
 }
 
+/// CPU seconds used so far by this process and by the whole machine (all cores), from
+/// `/proc` (Linux; clock ticks of 1/100 s). `None` elsewhere.
+fn cpu_now() -> Option<(f64, f64)> {
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = me.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    let own = ticks(11)? + ticks(12)?; // utime, stime
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system (idle iowait) irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| cpu.get(i))
+        .sum::<f64>();
+    Some((own / 100.0, busy / 100.0))
+}
+
+/// "cpu ours X%, rest of machine Y%" over `secs` (100% = one core).
+fn cpu_split(before: Option<(f64, f64)>, secs: f64) -> String {
+    match (before, cpu_now()) {
+        (Some((o0, b0)), Some((o1, b1))) => format!(
+            "cpu ours {:.0}%, rest of machine {:.0}% (100% = one core)",
+            100.0 * (o1 - o0) / secs,
+            100.0 * ((b1 - b0) - (o1 - o0)) / secs
+        ),
+        _ => "cpu split n/a".into(),
+    }
+}
+
+/// No-op tasks per second: `n` tasks queued before the clock starts; the clock stops when
+/// the last has run and the worker has stopped, which writes every completion first (so
+/// nothing polls the database meanwhile). Every task is then checked to be `done`.
 async fn throughput(backend: Backend) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
     let n = 20_000;
     fill(&t.db, "default", "noop", n, now_ms()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let cpu = cpu_now();
     let started = Instant::now();
-    let (stop, h) = start(&t.db, BENCH_CONFIG);
-    while done_count(&t.db, "noop").await < n as i64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let (stop, h) = start_counting(&t.db, BENCH_CONFIG, runs.clone());
+    while runs.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(started.elapsed() < Duration::from_secs(300), "too slow");
     }
-    let secs = started.elapsed().as_secs_f64();
     stop.send(true).unwrap();
     h.await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let split = cpu_split(cpu, secs);
+    assert_eq!(done_count(&t.db, "noop").await, n as i64);
     println!(
-        "BENCH {backend:?} throughput: {n} no-op tasks in {secs:.2} s = {:.0} tasks/s",
+        "BENCH {backend:?} throughput: {n} no-op tasks in {secs:.2} s = {:.0} tasks/s; {split}",
         n as f64 / secs
     );
 }
