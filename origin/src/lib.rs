@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod doctor;
+pub mod edge_admin;
 pub mod fetch;
 pub mod media;
 pub mod messaging;
