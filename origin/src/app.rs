@@ -4,7 +4,7 @@
 //!
 //! | listener | serves |
 //! |---|---|
-//! | public, `server.listen` (behind the edge) | `/api/*`, `/media/*`, `/webhooks/*`, `/healthz`, `/readyz` |
+//! | public, `server.listen` (behind the edge) | `/api/*`, `/media/*`, `/webhooks/*`, `/console/*`, `/healthz`, `/readyz` |
 //! | internal, `server.internal_listen` (loopback by default) | `/metrics`, `/admin/*` (admin key), `/healthz`, `/readyz` |
 //!
 //! The public listener answers 404 for `/metrics` and `/admin/*`.
@@ -72,7 +72,7 @@ async fn internal_only() -> crate::api::error::ApiError {
     crate::api::error::ApiError::not_found("route")
 }
 
-/// The public router: `/api`, `/media`, the webhooks and the probes.
+/// The public router: `/api`, `/media`, the webhooks, the ops console and the probes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::routes(&state))
@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(probes())
         .merge(crate::queue::public_routes())
+        .merge(crate::console::routes())
         // Internal-listener paths: 404 here for anyone, before any authentication.
         .route("/metrics", any(internal_only))
         .route("/admin", any(internal_only))

@@ -5,7 +5,7 @@
 //! the SQL behind them (`store`), messaging (`messaging`: webhooks, sends, platforms), the
 //! autobot (`autobot`: working hours, AI replies), the origin's side of the task queue
 //! (`queue`: task context, worker, operator commands; the engine is `komora-queue`),
-//! SSRF-safe outbound HTTP (`fetch`) and `doctor`. `main.rs` only parses the command line and calls into here,
+//! SSRF-safe outbound HTTP (`fetch`), `doctor`, and the ops console's HTML pages (`console`). `main.rs` only parses the command line and calls into here,
 //! so tests can build the same application on an ephemeral port.
 
 pub mod api;
@@ -13,6 +13,7 @@ pub mod app;
 pub mod autobot;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod doctor;
 pub mod edge_admin;

@@ -13,9 +13,12 @@
 //! Files: `task` (the trait, handlers, options, [`NewTask`]), `store` (the SQL: claims,
 //! leases, heartbeats, backoff, dead letters, prune, operator commands), `worker`
 //! (claim/run/record loop), `routing` (weighted round-robin), `backoff`, `metrics`,
-//! `config` (`[queue]`).
+//! `config` (`[queue]`); for operators' consoles: `filter` (which tasks a list or bulk
+//! action covers), `control` (pause/resume, retry, run now, cancel, purge), `inspect`
+//! (counts, done per minute, task lists, one task) and `workers` (heartbeat records).
 //!
-//! Schema: `schema/<backend>.sql` ([`schema`]) is the `tasks` table the store expects. The
+//! Schema: `schema/<backend>.sql` ([`schema`]) is the `tasks` table the store expects, with
+//! `queue_pauses` and `queue_workers`. The
 //! engine runs no migrator of its own: the table lives in the application's database and
 //! migration history (sqlx records and checksums versions in `_sqlx_migrations`), so the
 //! application applies it in one of its migrations. The origin's history created it before
@@ -24,11 +27,15 @@
 
 pub mod backoff;
 pub mod config;
+pub mod control;
+pub mod filter;
+pub mod inspect;
 pub mod metrics;
 pub mod routing;
 pub mod store;
 pub mod task;
 pub mod worker;
+pub mod workers;
 
 pub use config::{QueueConfig, QueueFile};
 pub use store::{ClaimedTask, TaskState};

@@ -183,8 +183,13 @@ fn claimed_from_row(row: &sqlx::any::AnyRow, now_ms: i64) -> Result<ClaimedTask,
     })
 }
 
+/// The claim's condition that `queue` ($4) is not paused (`crate::control::pause`): one
+/// primary-key probe of a tiny table per claim.
+const NOT_PAUSED: &str = " AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $4)";
+
 /// Claims up to `limit` due tasks of `queue` for `worker_id`, leasing them until
 /// `now_ms + lease_ms`, skipping kinds in `exclude_kinds` (at their concurrency limit).
+/// A paused queue gives nothing.
 pub async fn claim(
     db: &(impl QueueDb + ?Sized),
     worker_id: &str,
@@ -211,7 +216,7 @@ pub async fn claim(
         // further rows past the LIMIT.
         Backend::Postgres => format!(
             "WITH next AS (SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
-             AND run_at <= $3{filter} ORDER BY priority DESC, run_at, id LIMIT $5 \
+             AND run_at <= $3{filter}{NOT_PAUSED} ORDER BY priority DESC, run_at, id LIMIT $5 \
              FOR UPDATE SKIP LOCKED) \
              UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
              worker_id = $2, started_at = $3 FROM next WHERE tasks.id = next.id \
@@ -223,7 +228,7 @@ pub async fn claim(
             "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
              worker_id = $2, started_at = $3 \
              WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
-             AND run_at <= $3{filter} ORDER BY priority DESC, run_at, id LIMIT $5) \
+             AND run_at <= $3{filter}{NOT_PAUSED} ORDER BY priority DESC, run_at, id LIMIT $5) \
              RETURNING id, queue, kind, payload, attempts, max_attempts, errors, created_at, \
              run_at"
         ),

@@ -448,12 +448,21 @@ impl<C: Context> Worker<C> {
         tracing::info!(worker = %self.id, "worker started");
         let heartbeat = {
             let me = self.clone();
+            let started = store::now_ms();
+            let concurrency = i64::from(qc.worker_concurrency);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(qc.heartbeat_ms));
                 loop {
                     tick.tick().await;
-                    if let Err(e) = me.heartbeat(store::now_ms()).await {
+                    let now = store::now_ms();
+                    if let Err(e) = me.heartbeat(now).await {
                         tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                    // The worker's own record, for operators (crate::workers).
+                    let db = me.ctx.db();
+                    if let Err(e) = crate::workers::beat(db, &me.id, started, concurrency, now).await
+                    {
+                        tracing::warn!(error = %e, "worker record not written");
                     }
                 }
             })
@@ -521,6 +530,9 @@ impl<C: Context> Worker<C> {
             f.abort();
         }
         heartbeat.abort();
+        if let Err(e) = crate::workers::gone(self.ctx.db(), &self.id).await {
+            tracing::warn!(error = %e, "worker record not removed");
+        }
         tracing::info!(worker = %self.id, "worker stopped");
     }
 }

@@ -1,5 +1,6 @@
-//! The engine's `tasks` schema (`komora_queue::schema`) and the table the origin's own
-//! migrations build must stay alike: same columns, indexes and state check.
+//! The engine's schema (`komora_queue::schema`: `tasks`, `queue_pauses`, `queue_workers`) and
+//! the tables the origin's own migrations build must stay alike: same columns, indexes and
+//! checks.
 
 use komora_origin::db::{Backend, Db};
 use sqlx::Row;
@@ -23,18 +24,19 @@ async fn shape(db: &Db, table: &str) -> Vec<String> {
         Backend::Sqlite => (
             "SELECT name || ' ' || type || ' ' || \"notnull\" || ' ' || \
              COALESCE(dflt_value, '-') || ' ' || pk FROM pragma_table_info($1) ORDER BY cid",
-            "SELECT replace(sql, 'engine_tasks', 'tasks') FROM sqlite_master \
+            "SELECT replace(sql, 'engine_', '') FROM sqlite_master \
              WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL ORDER BY name",
             // SQLite keeps a table's checks only in its CREATE text; the rebuilt origin
             // table quotes its name, so only the CHECK clause is compared.
-            "SELECT substr(sql, instr(sql, 'CHECK'), instr(substr(sql, instr(sql, 'CHECK')), ')')) \
-             FROM sqlite_master WHERE type = 'table' AND name = $1",
+            "SELECT CASE WHEN instr(sql, 'CHECK') > 0 THEN \
+             substr(sql, instr(sql, 'CHECK'), instr(substr(sql, instr(sql, 'CHECK')), ')')) \
+             ELSE '-' END FROM sqlite_master WHERE type = 'table' AND name = $1",
         ),
         Backend::Postgres => (
             "SELECT column_name || ' ' || data_type || ' ' || is_nullable || ' ' || \
              COALESCE(column_default, '-') || ' ' || is_identity \
              FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
-            "SELECT replace(indexdef, 'engine_tasks', 'tasks') FROM pg_indexes \
+            "SELECT replace(indexdef, 'engine_', '') FROM pg_indexes \
              WHERE tablename = $1 ORDER BY indexname",
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
              WHERE conrelid = $1::regclass AND contype = 'c' ORDER BY conname",
@@ -52,7 +54,7 @@ both_backends!(engine_schema_matches_the_migrated_tasks_table, |t| {
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("CREATE TABLE tasks ", "CREATE TABLE engine_tasks ")
+        .replace("CREATE TABLE ", "CREATE TABLE engine_")
         .replace(" ON tasks ", " ON engine_tasks ")
         .replace("INDEX tasks_", "INDEX engine_tasks_");
     for stmt in sql.split(';') {
@@ -68,4 +70,10 @@ both_backends!(engine_schema_matches_the_migrated_tasks_table, |t| {
     let engine = shape(&t.db, "engine_tasks").await;
     assert!(migrated.len() >= 17 + 4, "{migrated:#?}");
     assert_eq!(migrated, engine);
+    for (table, columns) in [("queue_pauses", 3), ("queue_workers", 4)] {
+        let migrated = shape(&t.db, table).await;
+        let engine = shape(&t.db, &format!("engine_{table}")).await;
+        assert!(migrated.len() > columns, "{table}: {migrated:#?}");
+        assert_eq!(migrated, engine, "{table}");
+    }
 });
