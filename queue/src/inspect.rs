@@ -312,7 +312,10 @@ pub async fn task(
     now_ms: i64,
 ) -> Result<Option<TaskView>, sqlx::Error> {
     let cond = filter.to_sql(2, now_ms);
-    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND {}", cond.text);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND {}",
+        cond.text
+    );
     let row = cond
         .bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id))
         .fetch_optional(db.pool())

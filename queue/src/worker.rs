@@ -460,7 +460,8 @@ impl<C: Context> Worker<C> {
                     }
                     // The worker's own record, for operators (crate::workers).
                     let db = me.ctx.db();
-                    if let Err(e) = crate::workers::beat(db, &me.id, started, concurrency, now).await
+                    if let Err(e) =
+                        crate::workers::beat(db, &me.id, started, concurrency, now).await
                     {
                         tracing::warn!(error = %e, "worker record not written");
                     }

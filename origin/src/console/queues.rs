@@ -83,7 +83,9 @@ async fn page(
     let queues = inspect::overview(&state.db, &visible(&session, state.db.backend), now).await?;
     let history = audit::queue_actions(&state.db, 10).await?;
     let message = match (notice.done.as_deref(), notice.queue.as_deref()) {
-        (Some("pause"), Some(q)) => Some(format!("Queue {q} paused: workers claim nothing from it.")),
+        (Some("pause"), Some(q)) => {
+            Some(format!("Queue {q} paused: workers claim nothing from it."))
+        }
         (Some("resume"), Some(q)) => Some(format!("Queue {q} resumed.")),
         (Some("purge"), Some(q)) => Some(format!(
             "Queue {q} purged: {} waiting tasks deleted.",

@@ -293,7 +293,13 @@ async fn login_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response 
     let mut resp = login_form(&token, &next, None).into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_COOKIE, &token, "/console/login", 3600, over_tls(&headers)),
+        set_cookie(
+            LOGIN_COOKIE,
+            &token,
+            "/console/login",
+            3600,
+            over_tls(&headers),
+        ),
     );
     resp
 }

@@ -110,7 +110,10 @@ fn state_label(t: &TaskView, now: i64) -> Markup {
 }
 
 fn notice(form: &Form) -> Option<String> {
-    let n = form.get("n").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let n = form
+        .get("n")
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
     let what = match form.get("done")? {
         "retry" => "queued again",
         "run_now" => "made due now",
@@ -290,7 +293,14 @@ async fn bulk(
         }
         Target::Ids(ids)
     };
-    let changed = run(&state, &session, action, &target, if all { "filter" } else { "selection" }).await?;
+    let changed = run(
+        &state,
+        &session,
+        action,
+        &target,
+        if all { "filter" } else { "selection" },
+    )
+    .await?;
     let back = match form.get("back") {
         Some(b) if b.starts_with("/console/tasks?") && !b.contains("//") => b.to_string(),
         _ => "/console/tasks?".to_string(),
@@ -357,7 +367,14 @@ async fn act_one(
             "no task action {action:?} (retry, run_now, cancel, mark_sent)"
         ))
     })?;
-    let changed = run(&state, &session, action, &Target::Ids(vec![id]), "task page").await?;
+    let changed = run(
+        &state,
+        &session,
+        action,
+        &Target::Ids(vec![id]),
+        "task page",
+    )
+    .await?;
     if changed.is_empty() {
         return Err(ConsoleError::BadRequest(format!(
             "task {id} is {}: {} applies to {}",

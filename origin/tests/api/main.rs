@@ -6,6 +6,7 @@ mod access;
 mod clients;
 mod common;
 mod config;
+mod console_pages;
 mod db;
 mod errors;
 mod explain;
