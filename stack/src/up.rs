@@ -569,6 +569,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("komora: edge admin (purge, /metrics) at http://127.0.0.1:{admin_port}");
     println!("komora: edge admin token {edge_token}");
     println!("komora: admin key {admin_key}");
+    println!("komora: console at {edge_url}/console/ (log in with the admin key)");
     println!(
         "komora: try  curl -H 'Authorization: Bearer {admin_key}' {edge_url}/api/inbox?limit=5"
     );

@@ -324,7 +324,9 @@ async fn run(
     let reason = format!("cancelled in the console by {}", session.who());
     let mut tx = state.db.pool.begin().await?;
     let changed = control::apply(&mut tx, action, target, now, &reason).await?;
-    audit::record(&mut tx, session, action.as_str(), None, &changed, how, now).await?;
+    if !changed.is_empty() {
+        audit::record(&mut tx, session, action.as_str(), None, &changed, how, now).await?;
+    }
     tx.commit().await?;
     Ok(changed)
 }

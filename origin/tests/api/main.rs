@@ -6,6 +6,7 @@ mod access;
 mod clients;
 mod common;
 mod config;
+mod console;
 mod console_pages;
 mod db;
 mod errors;

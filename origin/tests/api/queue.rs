@@ -13,5 +13,5 @@ mod ops;
 mod process;
 mod schema;
 mod ssrf;
-mod support;
+pub(crate) mod support;
 mod typed;
