@@ -912,9 +912,7 @@ impl ProxyHttp for Edge {
         upstream_request.insert_header("x-request-id", id)?;
         // The origin marks its cookies Secure when the browser used TLS; a client's own
         // X-Forwarded-Proto is replaced, never passed on.
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         Ok(())
     }

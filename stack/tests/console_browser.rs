@@ -59,7 +59,10 @@ fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Starte
         if let Some(rest) = line.strip_prefix("komora: edge ready at ") {
             let mut words = rest.split_whitespace();
             s.edge = words.next().unwrap().to_string();
-            s.https = words.find(|w| w.starts_with("https://")).unwrap().to_string();
+            s.https = words
+                .find(|w| w.starts_with("https://"))
+                .unwrap()
+                .to_string();
         } else if let Some(rest) = line.strip_prefix("komora: admin key ") {
             s.key = rest.trim().to_string();
         } else if line.starts_with("komora: console at ") {
@@ -160,9 +163,30 @@ async fn console_through_the_edge_in_a_real_browser() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_komora"))
         .args(["up", "--root"])
         .arg(root.path())
-        .args(["--data-dir", "var", "--demo-conversations", "5", "--demo-messages", "2"])
-        .args(["--http-port", "0", "--https-port", "0", "--edge-admin-port", "0"])
-        .args(["--origin-port", "0", "--platform-port", "0", "--origin-internal-port", "0"])
+        .args([
+            "--data-dir",
+            "var",
+            "--demo-conversations",
+            "5",
+            "--demo-messages",
+            "2",
+        ])
+        .args([
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--edge-admin-port",
+            "0",
+        ])
+        .args([
+            "--origin-port",
+            "0",
+            "--platform-port",
+            "0",
+            "--origin-internal-port",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -249,6 +273,10 @@ async fn console_through_the_edge_in_a_real_browser() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "console-tests/run.mjs failed: {}", out.status);
+    assert!(
+        out.status.success(),
+        "console-tests/run.mjs failed: {}",
+        out.status
+    );
     eprintln!("console screenshots in {}", shots.display());
 }

@@ -190,6 +190,11 @@ async fn edges_body(
                                 } @else { "0" }
                             }
                             dt { "Cache write failures" } dd { (s.write_failures) }
+                            dt { "Bytes served, by source" } dd {
+                                @for (source, n) in &s.served {
+                                    span.state { (source) " " (bytes(i64::try_from(*n).unwrap_or(i64::MAX))) } " "
+                                }
+                            }
                         }
                         div.table-wrap {
                             table {
@@ -200,7 +205,6 @@ async fn edges_body(
                                     th.num scope="col" { "Stored" }
                                     th.num scope="col" { "Evictions" }
                                     th.num scope="col" { "Purged" }
-                                    th.num scope="col" { "Served" }
                                 } }
                                 tbody {
                                     @for t in &s.tiers {
@@ -210,7 +214,6 @@ async fn edges_body(
                                             td.num { (bytes(t.bytes)) }
                                             td.num { (t.evictions) }
                                             td.num { (t.purges) }
-                                            td.num { (bytes(i64::try_from(t.bytes_served).unwrap_or(i64::MAX))) }
                                         }
                                     }
                                 }
@@ -225,8 +228,8 @@ async fn edges_body(
                 h2 #purge { "Purge" }
                 p.help {
                     "Removes the URL (or every URL under the prefix) from both tiers of every edge above. "
-                    "Give the path as the edge caches it: media are cached without their query, so "
-                    code { "/media/<sha256>" } " purges every signed URL of that object. "
+                    "Give a path or paste a URL of the site: media are cached without their query, so "
+                    code { "/media/<sha256>" } " (or any signed URL of it) purges every signed URL of that object. "
                     "Each edge has " (timeout_ms) " ms to answer."
                 }
                 @if session.can_act() {

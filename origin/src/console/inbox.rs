@@ -85,7 +85,7 @@ async fn list(
             url
         });
     let body = html! {
-        form.filters method="get" action="/console/inbox" {
+        form.filters.inbox-filters method="get" action="/console/inbox" {
             label for="platform" { "Platform"
                 select #platform name="platform" {
                     option value="" { "all" }

@@ -15,6 +15,8 @@ pub struct EdgeStats {
     pub integrity_failures: u64,
     /// `komora_edge_cache_write_failures_total`.
     pub write_failures: u64,
+    /// `komora_edge_bytes_served_total` by source (`memory`, `disk`, `fill`, `origin`).
+    pub served: BTreeMap<String, u64>,
 }
 
 /// One tier's figures.
@@ -29,8 +31,6 @@ pub struct TierStats {
     pub evictions: u64,
     /// `komora_edge_purges_total`.
     pub purges: u64,
-    /// `komora_edge_bytes_served_total`.
-    pub bytes_served: u64,
 }
 
 /// Cache statuses answered from the cache (`REVALIDATED`: a stored copy, confirmed by a 304).
@@ -81,11 +81,13 @@ impl EdgeStats {
                 }
                 "komora_edge_integrity_failures_total" => s.integrity_failures = count,
                 "komora_edge_cache_write_failures_total" => s.write_failures = count,
+                "komora_edge_bytes_served_total" => {
+                    s.served.insert(label("tier"), count);
+                }
                 "komora_edge_cache_entries"
                 | "komora_edge_cache_bytes"
                 | "komora_edge_evictions_total"
-                | "komora_edge_purges_total"
-                | "komora_edge_bytes_served_total" => {
+                | "komora_edge_purges_total" => {
                     let t = label("tier");
                     let ts = tiers.entry(t.clone()).or_insert_with(|| TierStats {
                         tier: t,
@@ -95,8 +97,7 @@ impl EdgeStats {
                         "komora_edge_cache_entries" => ts.entries = gauge,
                         "komora_edge_cache_bytes" => ts.bytes = gauge,
                         "komora_edge_evictions_total" => ts.evictions = count,
-                        "komora_edge_purges_total" => ts.purges = count,
-                        _ => ts.bytes_served = count,
+                        _ => ts.purges = count,
                     }
                 }
                 _ => {}
@@ -170,6 +171,7 @@ komora_edge_cache_bytes{tier="memory"} 999
 komora_edge_evictions_total{tier="memory"} 4
 komora_edge_purges_total{tier="disk"} 1
 komora_edge_integrity_failures_total 7
+komora_edge_bytes_served_total{tier="origin"} 4096
 komora_edge_responses_total{status_class="2xx",cache_status="HIT"} 6
 odd_series{a="x\"y\\z",b="1"} 5 1700000000
 "#;

@@ -30,11 +30,14 @@ pub enum PurgeTarget {
 
 impl PurgeTarget {
     /// Parses what an operator typed: a path (`/media/<sha256>`) or a whole URL of the
-    /// site, of which only the path and query are kept (the edge caches by those).
+    /// site, of which only the path and query are kept (the edge caches by those). A
+    /// media URL loses its query too: the edge's `/media/` route caches one copy per
+    /// object whatever the signature (`cache_key_query = "none"`, its default there), so
+    /// a signed URL pasted from a page names the entry by its path.
     /// Errors say what is wrong, for a 400 page.
     pub fn parse(kind: &str, target: &str) -> Result<PurgeTarget, String> {
         let t = target.trim();
-        let path = if t.starts_with("http://") || t.starts_with("https://") {
+        let mut path = if t.starts_with("http://") || t.starts_with("https://") {
             let u = url::Url::parse(t).map_err(|e| format!("{t:?} is not a URL: {e}"))?;
             match u.query() {
                 Some(q) => format!("{}?{q}", u.path()),
@@ -43,6 +46,11 @@ impl PurgeTarget {
         } else {
             t.to_string()
         };
+        if path.starts_with("/media/") {
+            if let Some(i) = path.find('?') {
+                path.truncate(i);
+            }
+        }
         if !path.starts_with('/') {
             return Err("give a path starting with / (e.g. /media/<sha256>) or a URL".into());
         }
@@ -211,8 +219,17 @@ mod tests {
             Ok(PurgeTarget::Url("/media/abc".into()))
         );
         assert_eq!(
-            PurgeTarget::parse("prefix", "https://cdn.example.com/media/?x=1"),
-            Ok(PurgeTarget::Prefix("/media/?x=1".into()))
+            PurgeTarget::parse("prefix", "https://cdn.example.com/files/?x=1"),
+            Ok(PurgeTarget::Prefix("/files/?x=1".into()))
+        );
+        assert_eq!(
+            PurgeTarget::parse("url", "http://127.0.0.1:8080/media/abc?exp=1&sig=ff"),
+            Ok(PurgeTarget::Url("/media/abc".into())),
+            "media are cached by path"
+        );
+        assert_eq!(
+            PurgeTarget::parse("url", "/api/x?page=2"),
+            Ok(PurgeTarget::Url("/api/x?page=2".into()))
         );
         assert!(PurgeTarget::parse("url", "media/abc").is_err());
         assert!(PurgeTarget::parse("url", "/a\nb").is_err());
