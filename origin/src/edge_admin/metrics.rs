@@ -108,9 +108,12 @@ impl EdgeStats {
     }
 }
 
+/// A parsed sample: metric name, labels in order, value.
+type Sample<'a> = (&'a str, Vec<(String, String)>, f64);
+
 /// One sample line of the text exposition format: `name{k="v",…} value [timestamp]`.
 /// `None` for comments, blank lines and lines that do not parse.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<Sample<'_>> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
