@@ -160,7 +160,7 @@ async fn page(
                                 }
                             }
                         }
-                        form.inline method="post" action=(format!("/console/queues/{}/purge", q.queue)) {
+                        form.purge method="post" action=(format!("/console/queues/{}/purge", q.queue)) {
                             (csrf_field(&session))
                             label for=(format!("purge-{}", q.queue)) {
                                 "Type " code { (q.queue) } " to delete its "

@@ -440,7 +440,7 @@ async fn detail(
     if let Some(s) = t.started_at {
         events.push(Event {
             at: s,
-            what: html! { "last run started (attempt " (t.attempts) ")" },
+            what: html! { "last run started" },
         });
     }
     if let Some(f) = t.finished_at {
