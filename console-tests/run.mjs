@@ -7,7 +7,10 @@
 //   SCREENSHOTS    the folder for one PNG per page
 // Steps: log in, pause the high queue, post a message (its send task waits in high) and see
 // the live count change without a reload, resume and see it drain, retry the dead task and
-// see the audit on its page, the workers page, logout. Exit code 0 only if all held.
+// see the audit on its page, the workers page; the inbox preview with a thumbnail loaded
+// through the edge, a purge of that media URL from the edge page (the next request is a
+// MISS), creating a key (token shown once, works on the API), the doctor; logout. Exit
+// code 0 only if all held.
 import { chromium } from "playwright-core";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -153,8 +156,70 @@ try {
   check(await page.locator("text=alive").first().isVisible(), "a worker is alive");
   await shot(page, "06-workers");
 
+  // Inbox preview: an image sent in a conversation shows as a thumbnail loaded through
+  // the edge, which then serves it from its cache.
+  // A 64x48 PNG of four colour blocks.
+  const png = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAEAAAAAwCAIAAAAuKetIAAAAT0lEQVR42u3QMQ0AIBRDwTpBGibZsYQEPPyk2yVvb65Z+1Z7J9UCAAAAAAAAAAAAAAAAAAAAADACtAfaBwEAAAAAAAAAAAAAAAAAAAAAjPrlckcA38DW8gAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  const upload = await fetch(`${base}/api/media?filename=scan.png`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "image/png" },
+    body: png,
+  });
+  check(upload.ok, "an image uploaded through the edge");
+  const media = await upload.json();
+  await api(`/api/conversations/${conversation}/messages`, {
+    method: "POST",
+    body: JSON.stringify({ text: "Here is the scan of your certificate.", media_ids: [media.id] }),
+  });
+  await page.getByRole("link", { name: "Inbox preview" }).click();
+  await page.waitForURL(/\/console\/inbox$/);
+  check((await page.locator("#conversations tbody tr").count()) >= 1, "the inbox lists the seeded conversations");
+  await shot(page, "07-inbox");
+  await page.goto(`${base}/console/inbox/${conversation}`);
+  const thumb = page.locator("img.thumb").first();
+  await thumb.waitFor();
+  await page.waitForFunction(() => {
+    const img = document.querySelector("img.thumb");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  const src = await thumb.evaluate((img) => img.src);
+  check(src.startsWith(`${base}/media/${media.sha256}?exp=`), "the thumbnail is a signed media URL on the edge");
+  await shot(page, "08-conversation");
+  const cacheStatus = async () => (await fetch(src)).headers.get("x-cache-status");
+  check((await cacheStatus()) === "HIT", "after the browser loaded it, the edge serves the thumbnail from its cache");
+
+  // Edge caches: purge that media URL on every edge; the next request is a MISS.
   await page.getByRole("link", { name: "Edge caches" }).click();
-  await shot(page, "07-edge-caches");
+  await page.waitForURL(/\/console\/edge$/);
+  check((await page.locator(".hit-ratio").first().innerText()).includes("%"), "the edge's hit ratio is shown");
+  await page.getByLabel("What").selectOption("url");
+  await page.getByLabel("Path or URL").fill(src);
+  await page.getByRole("button", { name: "Purge on every edge" }).click();
+  await page.waitForURL(/\/console\/edge\/purge$/);
+  check((await page.locator(".notice").innerText()).includes("Every edge accepted"), "the edge accepted the purge");
+  check((await page.locator("#purge-answers").innerText()).includes('{"purged":1}'), "the edge purged one entry");
+  check((await cacheStatus()) === "MISS", "the next request for the purged URL is a MISS");
+  await shot(page, "09-edge-caches");
+
+  // Keys: create an operator key; its token is shown once.
+  await page.getByRole("link", { name: "Keys" }).click();
+  await page.getByLabel("Name").fill("warsaw-desk");
+  await page.getByLabel("Role").selectOption("operator");
+  await page.locator("fieldset.offices input[type=checkbox]").first().check();
+  await page.getByRole("button", { name: "Create key" }).click();
+  const token = await page.locator("#new-token").inputValue();
+  check(/^[0-9a-f]{64}$/.test(token), "the new key's token is shown");
+  const asOperator = await fetch(`${base}/api/inbox?limit=1`, { headers: { authorization: `Bearer ${token}` } });
+  check(asOperator.status === 200, "the new key works against the API");
+  await shot(page, "10-keys");
+
+  // Doctor: every check, with the offices' hours and the platform.
+  await page.getByRole("link", { name: "Doctor" }).click();
+  check((await page.locator("#checks tbody tr").count()) >= 5, "the doctor lists its checks");
+  await shot(page, "11-doctor");
 
   await page.getByRole("button", { name: "Log out" }).click();
   await page.waitForURL(/\/console\/login/);

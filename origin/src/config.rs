@@ -66,6 +66,7 @@ pub struct ConfigFile {
     pub queue: crate::queue::config::QueueFile,
     pub ai: crate::queue::config::AiFile,
     pub platforms: crate::queue::config::PlatformsFile,
+    pub console: crate::edge_admin::ConsoleFile,
 }
 
 /// The validated configuration.
@@ -77,6 +78,8 @@ pub struct Config {
     pub queue: crate::queue::config::QueueConfig,
     pub ai: crate::queue::config::AiConfig,
     pub platforms: crate::queue::config::PlatformsConfig,
+    /// `[console]`: the edges the console reads and purges.
+    pub edges: crate::edge_admin::EdgesConfig,
 }
 
 impl ConfigFile {
@@ -89,6 +92,7 @@ impl ConfigFile {
         let queue = self.queue.validate("queue", &kinds, errors);
         let ai = self.ai.validate("ai", errors);
         let platforms = self.platforms.validate("platforms", errors);
+        let edges = self.console.validate("console", errors);
         if !errors.is_empty() {
             return None;
         }
@@ -99,6 +103,7 @@ impl ConfigFile {
             queue: queue?,
             ai: ai?,
             platforms: platforms?,
+            edges: edges?,
         })
     }
 }
@@ -171,6 +176,7 @@ fn toml_error(e: toml::de::Error) -> ConfigError {
 ///   platform the file declares; `KOMORA_PLATFORM_<NAME>_TOKEN` and `KOMORA_AI_API_KEY`
 ///   are read by `crate::queue::config`)
 /// - `KOMORA_MEDIA_SIGNING_KEYS` → the media URL signing keys (environment only)
+/// - each `console.edges[].admin_token_env` → that edge's admin token (environment only)
 ///
 /// Standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 /// `AWS_ENDPOINT`, …) are read by the S3 client itself; `media.s3.*` keys win over them.
@@ -208,6 +214,7 @@ pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
     if let Some(v) = env(crate::media::signing::KEYS_ENV) {
         raw.media.signing_keys = Some(v);
     }
+    raw.console.apply_env(&env);
 }
 
 /// Pushes an error unless `min <= v <= max`.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod doctor;
+pub mod edge_admin;
 pub mod fetch;
 pub mod media;
 pub mod messaging;

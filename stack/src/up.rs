@@ -313,6 +313,10 @@ fn run_to_end(bin: &Path, args: &[String]) -> anyhow::Result<String> {
 /// Where the origin and the edge read their media URL signing keys.
 const MEDIA_KEYS_ENV: &str = "KOMORA_MEDIA_SIGNING_KEYS";
 
+/// The variable `komora up` hands the edge's admin token to the origin in (named by the
+/// origin's `console.edges[0].admin_token_env`).
+const EDGE_TOKEN_ENV: &str = "KOMORA_EDGE_ADMIN_TOKEN";
+
 /// `n` random bytes from the kernel, hex encoded: the edge's admin token for this run.
 fn random_hex(n: usize) -> anyhow::Result<String> {
     use std::io::Read;
@@ -429,6 +433,22 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             vec![platform_addr.to_string()],
         );
     }
+    // The console's edge page reads this edge's /metrics and purges through its admin
+    // listener; the token goes to the origin in its environment, like the edge's own.
+    let edge_token = random_hex(32)?;
+    let mut console_edge = toml::Table::new();
+    console_edge.insert("name".into(), "edge".into());
+    console_edge.insert(
+        "admin_url".into(),
+        format!("http://127.0.0.1:{admin_port}").into(),
+    );
+    console_edge.insert("admin_token_env".into(), EDGE_TOKEN_ENV.into());
+    set(
+        &mut origin,
+        "console.edges",
+        toml::Value::Array(vec![console_edge.into()]),
+    );
+    origin_env.push((EDGE_TOKEN_ENV.to_string(), edge_token.clone()));
     let origin_cfg = run_dir.join("origin.toml");
     write_table(&origin_cfg, &origin)?;
     let cfg = |rest: &[&str]| -> Vec<String> {
@@ -528,7 +548,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "cache.dir",
         data.join("cache").display().to_string(),
     );
-    let edge_token = random_hex(32)?;
     let edge_cfg = run_dir.join("edge.toml");
     write_table(&edge_cfg, &edge)?;
     stack.spawn(

@@ -7,7 +7,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use super::assets;
 use super::session::Session;
 
-/// The nav, in order: (path, label). Pages still to come answer from `later`.
+/// The nav, in order: (path, label).
 pub const NAV: [(&str, &str); 7] = [
     ("/console/queues", "Queues"),
     ("/console/tasks", "Tasks"),

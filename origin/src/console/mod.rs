@@ -11,8 +11,8 @@
 //!
 //! Files: `mod.rs` (router, errors, shared helpers), `layout` (page frame, nav, formats),
 //! `session` (login, logout, cookie, CSRF, roles), `form` (urlencoded bodies), `assets`
-//! (hashed static files), `audit`, one file per page: `queues`, `tasks`, `workers`, and
-//! `later` (nav slots of pages still to come).
+//! (hashed static files), `audit`, one file per page: `queues`, `tasks`, `workers`,
+//! `edges`, `keys`, `doctor`, `inbox`.
 //!
 //! # Adding a page
 //!
@@ -20,7 +20,7 @@
 //!    take a [`session::Session`] (which redirects to the login page when there is none)
 //!    and return `Result<Markup, ConsoleError>` built with [`layout::page`].
 //! 2. Declare the module here, merge its `routes()` in [`routes`], and point its entry in
-//!    [`layout::NAV`] at it (replacing the `later` slot if it had one).
+//!    [`layout::NAV`] at it.
 //! 3. Actions are POST forms: put [`layout::csrf_field`] in the form, start the handler
 //!    with `session.authorize(&form)?` (admin key and CSRF token, else 403), do the change
 //!    and its [`audit::record`] in one transaction, then answer with a 303 redirect
@@ -30,8 +30,11 @@
 
 pub mod assets;
 pub mod audit;
+pub mod doctor;
+pub mod edges;
 pub mod form;
-pub mod later;
+pub mod inbox;
+pub mod keys;
 pub mod layout;
 pub mod queues;
 pub mod session;
@@ -61,7 +64,10 @@ pub fn routes() -> Router<AppState> {
         .merge(queues::routes())
         .merge(tasks::routes())
         .merge(workers::routes())
-        .merge(later::routes())
+        .merge(edges::routes())
+        .merge(keys::routes())
+        .merge(doctor::routes())
+        .merge(inbox::routes())
         .route("/console/{*rest}", axum::routing::any(not_found))
         .layer(axum::middleware::map_response(page_headers));
     Router::new().merge(pages).merge(assets::routes())

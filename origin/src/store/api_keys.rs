@@ -139,6 +139,18 @@ pub async fn create(db: &Db, name: &str, is_admin: bool) -> Result<(i64, String)
 
 /// Creates a key; returns `(id, token)`. The token (64 lowercase hex) is shown only now.
 pub async fn create_key(db: &Db, key: &NewKey) -> Result<(i64, String), KeyError> {
+    let mut tx = db.pool.begin().await?;
+    let created = create_key_in(&mut tx, key).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`create_key`] inside the caller's transaction (the console records the creation in
+/// the same one). Nothing is written when it fails, provided the caller rolls back.
+pub async fn create_key_in(
+    conn: &mut sqlx::AnyConnection,
+    key: &NewKey,
+) -> Result<(i64, String), KeyError> {
     if key.name.trim().is_empty() {
         return Err(KeyError::EmptyName);
     }
@@ -150,26 +162,24 @@ pub async fn create_key(db: &Db, key: &NewKey) -> Result<(i64, String), KeyError
     let mut offices = key.offices.clone();
     offices.sort_unstable();
     offices.dedup();
-    let mut tx = db.pool.begin().await?;
     for office in &offices {
         let exists = query("SELECT id FROM offices WHERE id = $1")
             .bind(*office)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?
             .is_some();
         if !exists {
             return Err(KeyError::UnknownOffice(*office));
         }
     }
-    let (id, token) = insert(&mut tx, &key.name, key.role, key.expires_at).await?;
+    let (id, token) = insert(conn, &key.name, key.role, key.expires_at).await?;
     for office in &offices {
         query("INSERT INTO api_key_offices (api_key_id, office_id) VALUES ($1, $2)")
             .bind(id)
             .bind(*office)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok((id, token))
 }
 
@@ -289,10 +299,20 @@ pub async fn list(db: &Db) -> Result<Vec<KeyInfo>, sqlx::Error> {
 /// Revokes key `id` at `now`. `Ok(false)` when there is no such key; revoking twice keeps
 /// the first time.
 pub async fn revoke(db: &Db, id: i64, now: i64) -> Result<bool, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    revoke_in(&mut conn, id, now).await
+}
+
+/// [`revoke`] on the caller's connection or transaction.
+pub async fn revoke_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2")
         .bind(now)
         .bind(id)
-        .execute(&db.pool)
+        .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() > 0)
 }

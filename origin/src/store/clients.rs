@@ -129,6 +129,28 @@ pub async fn create_office(
         .try_get(0)
 }
 
+/// An office as listed for choosing one (the console's key form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfficeName {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Every office, by id.
+pub async fn list_offices(db: &Db) -> Result<Vec<OfficeName>, sqlx::Error> {
+    query("SELECT id, name FROM offices ORDER BY id")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(OfficeName {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
 /// Creates a client; returns its id.
 pub async fn create_client(
     conn: &mut AnyConnection,

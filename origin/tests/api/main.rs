@@ -7,6 +7,7 @@ mod clients;
 mod common;
 mod config;
 mod console;
+mod console_pages;
 mod db;
 mod errors;
 mod explain;

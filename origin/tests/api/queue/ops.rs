@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use komora_origin::doctor::doctor_checks;
+use komora_origin::doctor::{doctor_checks, HoursNow, Reach, Subject};
 use komora_origin::messaging::send::SendMessage;
 use komora_origin::queue::store::{self, now_ms};
 use komora_origin::queue::tasks::TaskError;
@@ -133,6 +133,15 @@ both_backends!(doctor_reports_offices_ai_database_and_queue, |t| {
     assert!(ny.detail.contains("2026-11-24 is a day off"), "{ny:?}");
     let bad = line("office 3");
     assert!(!bad.ok, "{bad:?}");
+    // The same facts, structured for the console's page.
+    let hours = |c: &komora_origin::doctor::Check| match &c.subject {
+        Subject::Office { hours, autobot, .. } => (*hours, *autobot),
+        other => panic!("not an office: {other:?}"),
+    };
+    assert_eq!(hours(&warsaw), (HoursNow::Open, true));
+    assert_eq!(hours(&ny), (HoursNow::Closed, false));
+    assert_eq!(hours(&bad), (HoursNow::Invalid, true));
+    assert_eq!(line("database").subject, Subject::Database);
 
     // A dead task makes the queue line fail.
     let w =
@@ -146,6 +155,58 @@ both_backends!(doctor_reports_offices_ai_database_and_queue, |t| {
     let checks = doctor_checks(&cfg, Err("refused".into()), None, now).await;
     assert!(checks.iter().any(|c| c.name == "database" && !c.ok));
 });
+
+both_backends!(
+    doctor_probes_each_platform_and_says_which_is_unreachable,
+    |t| {
+        // A real listener that answers every request 404, and a port nothing listens on.
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = up.local_addr().unwrap();
+        let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+        tokio::spawn(async move { axum::serve(up, app).await });
+        let down_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let cfg = config(&format!(
+            "[platforms.telegram]\nbase_url = \"http://{up_addr}\"\ntoken = \"T\"\n\
+         allowed_hosts = [\"{up_addr}\"]\n\
+         [platforms.whatsapp]\nbase_url = \"http://{down_addr}\"\ntoken = \"T\"\n\
+         allowed_hosts = [\"{down_addr}\"]\n\
+         [platforms.email]\nbase_url = \"http://{up_addr}\"\ntoken = \"T\"\n"
+        ));
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let checks = doctor_checks(&cfg, Ok(&t.db), Some(&store), now_ms()).await;
+        let find = |name: &str| checks.iter().find(|c| c.name == name).unwrap().clone();
+        let telegram = find("platform telegram");
+        assert!(telegram.ok, "{telegram:?}");
+        assert!(
+            matches!(
+                &telegram.subject,
+                Subject::Platform {
+                    reach: Reach::Answered { status: 404, .. },
+                    ..
+                }
+            ),
+            "{telegram:?}"
+        );
+        assert!(
+            telegram.detail.contains("reachable (HTTP 404"),
+            "{telegram:?}"
+        );
+        let whatsapp = find("platform whatsapp");
+        assert!(!whatsapp.ok, "{whatsapp:?}");
+        assert!(whatsapp.detail.contains("UNREACHABLE"), "{whatsapp:?}");
+        // Loopback without allowed_hosts: the SSRF guard refuses it, as it would the sends.
+        let email = find("platform email");
+        assert!(!email.ok, "{email:?}");
+        assert!(
+            matches!(&email.subject, Subject::Platform { reach: Reach::Unreachable(why), .. } if why.contains("loopback")),
+            "{email:?}"
+        );
+    }
+);
 
 fn cli(config_path: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_komora-origin"))
