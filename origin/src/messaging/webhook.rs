@@ -162,7 +162,7 @@ pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8])
     false
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     crate::api::error::coded(status, code, &message.into())
 }
 
@@ -179,9 +179,11 @@ pub async fn receive(
         Ok(b) => b,
         Err(_) => {
             return ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("body larger than {limit} bytes"),
                 parameter: Some("body"),
+                ..ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {limit} bytes"),
+                )
             }
             .into_response()
         }

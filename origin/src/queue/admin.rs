@@ -29,7 +29,7 @@ pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error>
     Ok(key.is_some_and(|k| k.role == crate::store::api_keys::Role::Admin))
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
     crate::api::error::coded(status, code, message)
 }
 
