@@ -420,13 +420,17 @@ impl Default for MediaFile {
 pub struct S3File {
     /// S3-compatible endpoint, e.g. `"http://127.0.0.1:9000"` for MinIO. Default: AWS.
     /// Env `KOMORA_S3_ENDPOINT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Region. Default `AWS_REGION` or `"us-east-1"`. Env `KOMORA_S3_REGION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Access key id. Default `AWS_ACCESS_KEY_ID`. Env `KOMORA_S3_ACCESS_KEY_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     /// Secret access key. Default `AWS_SECRET_ACCESS_KEY`. Env `KOMORA_S3_SECRET_ACCESS_KEY`
     /// (prefer the environment: never commit secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
     /// Allow a plain `http://` endpoint (local test servers). Default `false`.
     pub allow_http: bool,

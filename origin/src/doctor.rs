@@ -9,9 +9,10 @@ use sqlx::Row;
 
 use crate::autobot::hours::autobot_decision;
 use crate::config::Config;
+use crate::db::now_ms;
 use crate::db::Db;
 use crate::queue::cli::{connect, media_store};
-use crate::queue::store::{self, now_ms};
+use crate::queue::store;
 
 /// One line of `doctor`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,17 +112,23 @@ impl Default for WeightsFile {
 pub struct KindFile {
     /// `high`, `default` or `low`. Default: the kind's own (its `Task::options`), `default`
     /// for a kind without options.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// Most tasks of this kind one worker runs at once. Default 8; 1..=1024.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
     /// A run longer than this is cut and retried, milliseconds. Default 30000; 10..=3600000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Runs before the task is dead. Default 5; 1..=100.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// First retry delay, doubled each attempt, with ±25 % jitter, milliseconds.
     /// Default 1000; 1..=3600000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_base_ms: Option<u64>,
     /// Cap of the retry delay, milliseconds. Default 600000; >= backoff_base_ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_max_ms: Option<u64>,
 }
 

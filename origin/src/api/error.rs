@@ -82,7 +82,7 @@ fn default_code(status: StatusCode) -> &'static str {
         502 => "bad_gateway",
         503 => "unavailable",
         504 => "gateway_timeout",
-        400..=499 => "client_error",
+        _ if status.is_client_error() => "client_error",
         _ => "internal",
     }
 }

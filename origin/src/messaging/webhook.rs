@@ -31,9 +31,10 @@ use crate::api::error::ApiError;
 use crate::api::messages::MAX_TEXT_CHARS;
 use crate::app::AppState;
 use crate::autobot::reply::ProcessAiReply;
+use crate::db::now_ms;
 use crate::media::download::{DownloadInput, DownloadMedia};
 use crate::queue::config::PlatformConfig;
-use crate::queue::store::{enqueue_at, now_ms};
+use crate::queue::store::enqueue_at;
 use crate::queue::NewTask;
 use crate::store::{clients, messages};
 

@@ -50,7 +50,7 @@ pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Respon
             return error(StatusCode::SERVICE_UNAVAILABLE, "storage", "database error");
         }
     }
-    let now = store::now_ms();
+    let now = crate::db::now_ms();
     let stats = match store::stats(&state.db, now).await {
         Ok(s) => s,
         Err(e) => {

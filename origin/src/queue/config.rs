@@ -224,6 +224,7 @@ pub struct PlatformFile {
     /// env `KOMORA_PLATFORM_<NAME>_WEBHOOK_SECRET` overrides.
     pub webhook_secret: String,
     /// Office that new conversations from this platform belong to. Default: the first office.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub office_id: Option<i64>,
     /// Outbound request timeout, milliseconds. Default 10000
     /// ([`DEFAULT_PLATFORM_TIMEOUT_MS`]); 100..=120000.

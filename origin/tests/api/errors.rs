@@ -237,9 +237,9 @@ both_backends!(upload_types_are_sniffed_from_the_bytes, |t| {
     assert_eq!(stored(&up), "application/octet-stream");
 });
 
-/// One bad request per endpoint family: each answers the one error shape,
-/// `{"error": "<message>", "code": "<code>"}` (plus `parameter` when one is at fault),
-/// never cacheable.
+// One bad request per endpoint family: each answers the one error shape,
+// `{"error": "<message>", "code": "<code>"}` (plus `parameter` when one is at fault),
+// never cacheable.
 both_backends!(every_endpoint_family_answers_the_one_error_shape, |t| {
     let app = crate::common::spawn_app_with(&t, |raw| raw.media.max_upload_bytes = 4, None).await;
     let http = &app.client;

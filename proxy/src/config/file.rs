@@ -72,8 +72,6 @@ pub struct RawServer {
     pub request_header_timeout_secs: Option<u64>,
 }
 
-/// Default `server.request_header_timeout_secs` (nginx `client_header_timeout` is 60 s; a
-
 /// `[upstream]`: origin peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
