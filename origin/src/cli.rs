@@ -63,6 +63,10 @@ pub enum KeysCmd {
         /// Lifetime, e.g. `90d`, `12h`, `30m`, `3600s`; default: never expires.
         #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
         expires_in: Option<i64>,
+        /// Print `{"id", "name", "role", "token"}` as one JSON line instead of the bare
+        /// token (for programs such as `komora up`).
+        #[arg(long)]
+        json: bool,
     },
     /// One line per key: id, name, role, offices, created, last used, expiry, revoked.
     List,
@@ -114,6 +118,7 @@ async fn keys(config: &Config, cmd: KeysCmd) -> anyhow::Result<()> {
             admin,
             office,
             expires_in,
+            json,
         } => {
             let role = if admin { Role::Admin } else { Role::Operator };
             let key = NewKey {
@@ -127,7 +132,14 @@ async fn keys(config: &Config, cmd: KeysCmd) -> anyhow::Result<()> {
                 "created {} key {id} ({name}); the token is shown only once:",
                 role.as_str()
             );
-            println!("{token}");
+            if json {
+                let out = serde_json::json!({
+                    "id": id, "name": name, "role": role.as_str(), "token": token,
+                });
+                println!("{out}");
+            } else {
+                println!("{token}");
+            }
         }
         KeysCmd::List => {
             // The header goes to stderr: stdout is exactly one line per key, for scripts.

@@ -1,9 +1,11 @@
 //! The origin's configuration: `config/origin.toml`.
 //!
 //! The serde structs below mirror the file one to one (unknown keys are errors); they are
-//! then validated into [`Config`], the typed values the rest of the code uses. Validation
-//! collects every problem with its key path instead of stopping at the first, so
-//! `komora-origin --check-config FILE` can list them all.
+//! then validated into [`Config`], the typed values the rest of the code uses. Loading
+//! (`komora_config::parse`) and validation collect every problem with its key path instead
+//! of stopping at the first (unknown keys, wrong types and invalid values alike), so
+//! `komora-origin --check-config FILE` lists them all. Defaults are the `DEFAULT_*`
+//! constants, used by the `Default` impls and named in the field docs.
 //!
 //! `[server]`, `[database]` and `[media]` are declared here; secrets can also come from the
 //! environment (see [`apply_env`]) so they need not live in the file.
@@ -14,50 +16,14 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// One problem found in a config file: the dotted key path and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted path of the offending key, e.g. `database.max_connections`.
-    pub key: String,
-    /// Why the value is rejected.
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Every problem found in one file, each printed as `FILE: KEY: REASON`.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors {
-    /// The file the errors are about (`<defaults>` when no file was given).
-    pub file: String,
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}: {}: {}", self.file, e.key, e.reason)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+/// One problem found in a config file, and every problem of one file: the workspace's one
+/// config-error shape (`komora_config`), printed as `FILE: KEY: REASON`.
+pub use komora_config::{ConfigError, ConfigErrors};
 
 /// `config/origin.toml` as written. Every section is optional; missing keys take defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
     pub server: ServerFile,
@@ -83,6 +49,13 @@ pub struct Config {
 }
 
 impl ConfigFile {
+    /// Parses TOML text as written (no environment, no validation): every key that does not
+    /// deserialize is an error. `komora up` builds its derived configs from this.
+    pub fn parse(file: &str, text: &str) -> Result<ConfigFile, ConfigErrors> {
+        let parsed = komora_config::parse::<ConfigFile>(file, text)?;
+        komora_config::finish(file, Some(parsed.value), parsed.errors)
+    }
+
     /// Validates every section, collecting all errors.
     pub fn validate(&self, errors: &mut Vec<ConfigError>) -> Option<Config> {
         let server = self.server.validate("server", errors);
@@ -111,12 +84,10 @@ impl ConfigFile {
 impl Config {
     /// Reads, parses and validates a file; all problems are reported together.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            file: file.clone(),
-            errors: vec![ConfigError::new("<file>", format!("cannot read: {e}"))],
-        })?;
-        Config::parse_with_env(&file, &text, |k| std::env::var(k).ok())
+        let text = komora_config::read(path)?;
+        Config::parse_with_env(&path.display().to_string(), &text, |k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parses and validates TOML text; `file` names it in errors.
@@ -126,24 +97,18 @@ impl Config {
 
     /// Like [`Config::parse`], then overrides keys from the environment (see [`apply_env`])
     /// before validating. `env` looks a variable up (`|k| std::env::var(k).ok()` in prod).
+    /// Every problem is reported: keys that do not deserialize (unknown, mistyped) take
+    /// their defaults so that validation still checks the rest.
     pub fn parse_with_env(
         file: &str,
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let mut raw: ConfigFile = toml::from_str(text).map_err(|e| ConfigErrors {
-            file: file.to_string(),
-            errors: vec![toml_error(e)],
-        })?;
+        let parsed = komora_config::parse::<ConfigFile>(file, text)?;
+        let (mut raw, mut errors) = (parsed.value, parsed.errors);
         apply_env(&mut raw, env);
-        let mut errors = Vec::new();
-        match raw.validate(&mut errors) {
-            Some(config) if errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors {
-                file: file.to_string(),
-                errors,
-            }),
-        }
+        let config = raw.validate(&mut errors);
+        komora_config::finish(file, config, errors)
     }
 
     /// What is valid but worth telling ops at start and in `--check-config` (e.g. a
@@ -156,13 +121,6 @@ impl Config {
     pub fn defaults() -> Result<Config, ConfigErrors> {
         Config::parse("<defaults>", "")
     }
-}
-
-/// Turns a TOML parse error into a key-path error where toml tells us the span.
-fn toml_error(e: toml::de::Error) -> ConfigError {
-    // toml's message already names the unknown or mistyped key; keep it on one line.
-    let reason = e.message().replace('\n', " ");
-    ConfigError::new("<toml>", reason)
 }
 
 /// Overrides from the environment, applied over the file (secrets belong here, not in git):
@@ -217,7 +175,8 @@ pub fn apply_env(raw: &mut ConfigFile, env: impl Fn(&str) -> Option<String>) {
     raw.console.apply_env(&env);
 }
 
-/// Pushes an error unless `min <= v <= max`.
+/// Pushes an error unless `min <= v <= max` (`komora_config::check_range`, in this
+/// module's argument order).
 fn check_range<T: PartialOrd + fmt::Display>(
     key: &str,
     v: T,
@@ -225,51 +184,49 @@ fn check_range<T: PartialOrd + fmt::Display>(
     max: T,
     errors: &mut Vec<ConfigError>,
 ) -> bool {
-    if v < min || v > max {
-        errors.push(ConfigError::new(
-            key,
-            format!("{v} is out of range {min}..={max}"),
-        ));
-        false
-    } else {
-        true
-    }
+    komora_config::check_range(errors, key, v, min, max)
 }
 
 /// `[server]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerFile {
-    /// Address and port the HTTP API listens on. Default `"127.0.0.1:8081"` (the edge
-    /// listens on 8080 in front of it); any `IP:PORT` (port 0 picks a free port).
+    /// Address and port the HTTP API listens on. Default `"127.0.0.1:8081"` ([`DEFAULT_LISTEN`]); any `IP:PORT` (port 0 picks a free port).
     /// Env `KOMORA_LISTEN`.
     pub listen: String,
     /// Address and port of the internal listener: `/metrics` and the admin API
     /// (`/admin/*`), which the public listener answers 404 for; `/healthz` and `/readyz`
-    /// are on both. Keep it off the public network. Default `"127.0.0.1:9181"`; any
+    /// are on both. Keep it off the public network. Default `"127.0.0.1:9181"` ([`DEFAULT_INTERNAL_LISTEN`]); any
     /// `IP:PORT` (port 0 picks a free port). Env `KOMORA_INTERNAL_LISTEN`.
     pub internal_listen: String,
-    /// Largest JSON request body, bytes. Default 1048576 (1 MiB); 1024..=67108864.
+    /// Largest JSON request body, bytes. Default 1048576 (1 MiB,
+    /// [`DEFAULT_JSON_BODY_LIMIT_BYTES`]); 1024..=67108864.
     /// Media uploads have their own limit, `media.max_upload_bytes`.
     pub json_body_limit_bytes: u64,
     /// How long a graceful shutdown waits for in-flight requests, milliseconds.
-    /// Default 10000; 0..=600000.
+    /// Default 10000 ([`DEFAULT_SHUTDOWN_GRACE_MS`]); 0..=600000.
     pub shutdown_grace_ms: u64,
 }
+
+/// Default `server.listen` (the edge listens on 8080 in front of it).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// Default `server.internal_listen`: loopback only.
+pub const DEFAULT_INTERNAL_LISTEN: &str = "127.0.0.1:9181";
+/// Default `server.json_body_limit_bytes` (1 MiB).
+pub const DEFAULT_JSON_BODY_LIMIT_BYTES: u64 = 1024 * 1024;
+/// Default `server.shutdown_grace_ms`.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
-            listen: "127.0.0.1:8081".into(),
+            listen: DEFAULT_LISTEN.into(),
             internal_listen: DEFAULT_INTERNAL_LISTEN.into(),
-            json_body_limit_bytes: 1024 * 1024,
-            shutdown_grace_ms: 10_000,
+            json_body_limit_bytes: DEFAULT_JSON_BODY_LIMIT_BYTES,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
         }
     }
 }
-
-/// Default `server.internal_listen`: loopback only.
-pub const DEFAULT_INTERNAL_LISTEN: &str = "127.0.0.1:9181";
 
 /// Validated `[server]`.
 #[derive(Debug, Clone)]
@@ -337,26 +294,34 @@ impl ServerFile {
 }
 
 /// `[database]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseFile {
     /// Database URL: `sqlite://PATH` (file and folder created if missing) or
-    /// `postgres://USER:PASSWORD@HOST:PORT/DB`. Default `"sqlite://var/komora.db"`.
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`. Default `"sqlite://var/komora.db"`
+    /// ([`DEFAULT_DATABASE_URL`]).
     /// Env `KOMORA_DATABASE_URL` (put PostgreSQL passwords there, not in the file).
     pub url: String,
-    /// Most connections the pool opens. Default 10; 1..=1000.
+    /// Most connections the pool opens. Default 10 ([`DEFAULT_MAX_CONNECTIONS`]); 1..=1000.
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing, milliseconds.
-    /// Default 5000; 100..=600000.
+    /// Default 5000 ([`DEFAULT_ACQUIRE_TIMEOUT_MS`]); 100..=600000.
     pub acquire_timeout_ms: u64,
 }
+
+/// Default `database.url`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://var/komora.db";
+/// Default `database.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Default `database.acquire_timeout_ms`.
+pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 
 impl Default for DatabaseFile {
     fn default() -> Self {
         DatabaseFile {
-            url: "sqlite://var/komora.db".into(),
-            max_connections: 10,
-            acquire_timeout_ms: 5_000,
+            url: DEFAULT_DATABASE_URL.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout_ms: DEFAULT_ACQUIRE_TIMEOUT_MS,
         }
     }
 }
@@ -403,14 +368,15 @@ impl DatabaseFile {
 }
 
 /// `[media]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaFile {
     /// Where media bytes live: `file://PATH` (a local folder, created if missing; relative
     /// paths are relative to the working directory) or `s3://BUCKET` (see `[media.s3]`).
-    /// Default `"file://var/media"`. Env `KOMORA_MEDIA_STORE_URL`.
+    /// Default `"file://var/media"` ([`DEFAULT_STORE_URL`]). Env `KOMORA_MEDIA_STORE_URL`.
     pub store_url: String,
-    /// Largest upload accepted by `POST /api/media`, bytes. Default 52428800 (50 MiB);
+    /// Largest upload accepted by `POST /api/media`, bytes. Default 52428800 (50 MiB,
+    /// [`DEFAULT_MAX_UPLOAD_BYTES`]);
     /// 1..=5368709120 (5 GiB).
     pub max_upload_bytes: u64,
     /// Prefix of media URLs returned by the API, e.g. `"https://cdn.example.com"`; empty
@@ -427,7 +393,8 @@ pub struct MediaFile {
     pub signed_urls: bool,
     /// Lifetime granularity of signed URLs, seconds: a URL's `exp` is rounded up to a
     /// multiple of this, so it is valid at least this long and less than twice this, and is
-    /// the same URL (browser-cacheable) for that long. Default 86400 (1 day); 60..=2592000.
+    /// the same URL (browser-cacheable) for that long. Default 86400 (1 day,
+    /// `crate::media::signing::DEFAULT_WINDOW_SECS`); 60..=2592000.
     pub signed_url_window_secs: u64,
     /// `KOMORA_MEDIA_SIGNING_KEYS` as read by [`apply_env`]; never read from the file (a key
     /// written there is an unknown-key error).
@@ -435,11 +402,16 @@ pub struct MediaFile {
     pub signing_keys: Option<String>,
 }
 
+/// Default `media.store_url`.
+pub const DEFAULT_STORE_URL: &str = "file://var/media";
+/// Default `media.max_upload_bytes` (50 MiB).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+
 impl Default for MediaFile {
     fn default() -> Self {
         MediaFile {
-            store_url: "file://var/media".into(),
-            max_upload_bytes: 50 * 1024 * 1024,
+            store_url: DEFAULT_STORE_URL.into(),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             public_base_url: String::new(),
             s3: S3File::default(),
             signed_urls: true,
@@ -450,18 +422,22 @@ impl Default for MediaFile {
 }
 
 /// `[media.s3]` as written. Every key is optional; unset keys fall back to `AWS_*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3File {
     /// S3-compatible endpoint, e.g. `"http://127.0.0.1:9000"` for MinIO. Default: AWS.
     /// Env `KOMORA_S3_ENDPOINT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Region. Default `AWS_REGION` or `"us-east-1"`. Env `KOMORA_S3_REGION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Access key id. Default `AWS_ACCESS_KEY_ID`. Env `KOMORA_S3_ACCESS_KEY_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     /// Secret access key. Default `AWS_SECRET_ACCESS_KEY`. Env `KOMORA_S3_SECRET_ACCESS_KEY`
     /// (prefer the environment: never commit secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
     /// Allow a plain `http://` endpoint (local test servers). Default `false`.
     pub allow_http: bool,

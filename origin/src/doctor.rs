@@ -11,9 +11,10 @@ use sqlx::Row;
 
 use crate::autobot::hours::{autobot_decision, OfficeHours};
 use crate::config::Config;
+use crate::db::now_ms;
 use crate::db::Db;
 use crate::queue::cli::{connect, media_store};
-use crate::queue::store::{self, now_ms};
+use crate::queue::store;
 
 /// What a check is about, with the facts a page shows beside its detail.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,9 @@
 //! Starts, in order: a dev certificate (if missing), the stand-in platform, the origin
 //! (migrations run at its start; demo data and a fresh admin key on the way), a worker
 //! process, and the edge on HTTP and HTTPS. Each child gets a config derived from the
-//! matching file in `config/` with only the machine-specific keys replaced (ports, paths,
-//! the platform's URL), written under `<data-dir>/run/`. Children log to
+//! matching file in `config/`, read into that service's own config type (the origin's
+//! `ConfigFile`, the edge's `RawConfig`), with only the machine-specific fields replaced
+//! (ports, paths, the platform's URL), written back as TOML under `<data-dir>/run/`. Children log to
 //! `<data-dir>/logs/<name>.log`. Ctrl-C (SIGINT) or SIGTERM stops every child with SIGTERM
 //! and waits for it; a child still alive after the grace period is killed.
 //!
@@ -16,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
+use komora_origin::config::ConfigFile as OriginFile;
+use komora_proxy::config::{AddrList, RawConfig as EdgeFile};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -227,39 +230,38 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Reads `config/<name>` as a TOML table (empty when the file is missing).
-fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+/// The text of `config/<name>`, `None` when the file is missing (built-in defaults then).
+fn read_config(path: &Path) -> anyhow::Result<Option<String>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .parse::<toml::Table>()
-            .with_context(|| format!("{}: not valid TOML", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
-/// Sets `dotted.key.path` in `table`, creating intermediate tables.
-fn set(table: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let Some(last) = parts.pop() else { return };
-    let mut t = table;
-    for p in parts {
-        let entry = t
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
+/// `config/origin.toml` as the origin's own file type.
+fn read_origin(path: &Path) -> anyhow::Result<OriginFile> {
+    match read_config(path)? {
+        Some(text) => {
+            OriginFile::parse(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))
         }
-        match entry.as_table_mut() {
-            Some(next) => t = next,
-            None => return,
-        }
+        None => Ok(OriginFile::default()),
     }
-    t.insert(last.to_string(), value.into());
 }
 
-fn write_table(path: &Path, table: &toml::Table) -> anyhow::Result<()> {
-    let text = toml::to_string(table).context("serializing a derived config")?;
+/// `config/edge.toml` as the edge's own file type.
+fn read_edge(path: &Path) -> anyhow::Result<EdgeFile> {
+    match read_config(path)? {
+        Some(text) => {
+            EdgeFile::parse(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))
+        }
+        None => Ok(EdgeFile::default()),
+    }
+}
+
+/// Writes a derived config as TOML.
+fn write_config(path: &Path, config: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = toml::to_string(config).context("serializing a derived config")?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -327,13 +329,10 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The admin key in `keys create` output: its longest hex word.
+/// The token in `keys create --json` output (`{"id", "name", "role", "token"}`).
 fn parse_key(output: &str) -> Option<String> {
-    output
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
-        .filter(|w| w.len() >= 32)
-        .max_by_key(|w| w.len())
-        .map(str::to_string)
+    let v: serde_json::Value = serde_json::from_str(output.trim()).ok()?;
+    v.get("token")?.as_str().map(str::to_string)
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -384,28 +383,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Origin config: config/origin.toml with this machine's ports and paths.
     let db_file = data.join("komora.db");
     let fresh_db = !db_file.exists();
-    let mut origin = read_table(&root.join("config/origin.toml"))?;
-    set(
-        &mut origin,
-        "server.listen",
-        format!("127.0.0.1:{origin_port}"),
-    );
-    set(
-        &mut origin,
-        "database.url",
-        format!("sqlite://{}", db_file.display()),
-    );
-    set(
-        &mut origin,
-        "media.store_url",
-        format!("file://{}", data.join("media").display()),
-    );
-    set(
-        &mut origin,
-        "server.internal_listen",
-        format!("127.0.0.1:{origin_internal_port}"),
-    );
-    set(&mut origin, "queue.worker_in_server", false);
+    let mut origin = read_origin(&root.join("config/origin.toml"))?;
+    origin.server.listen = format!("127.0.0.1:{origin_port}");
+    origin.server.internal_listen = format!("127.0.0.1:{origin_internal_port}");
+    origin.database.url = format!("sqlite://{}", db_file.display());
+    origin.media.store_url = format!("file://{}", data.join("media").display());
+    origin.queue.worker_in_server = false;
     // Webhook secrets: random per run, handed to the origin in its environment only (never
     // written to a file).
     // A secret already in the caller's environment is kept (e.g. for a platform's real
@@ -421,36 +404,27 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             _ => random_hex(32)?,
         };
         origin_env.push((var, secret));
-        set(
-            &mut origin,
-            &format!("platforms.{platform}.base_url"),
-            format!("http://{platform_addr}/{platform}"),
-        );
+        let p = origin
+            .platforms
+            .platforms
+            .entry(platform.to_string())
+            .or_default();
+        p.base_url = format!("http://{platform_addr}/{platform}");
         // The stand-in is on loopback, which the worker's SSRF guard refuses unless named.
-        set(
-            &mut origin,
-            &format!("platforms.{platform}.allowed_hosts"),
-            vec![platform_addr.to_string()],
-        );
+        p.allowed_hosts = vec![platform_addr.to_string()];
     }
     // The console's edge page reads this edge's /metrics and purges through its admin
     // listener; the token goes to the origin in its environment, like the edge's own.
     let edge_token = random_hex(32)?;
-    let mut console_edge = toml::Table::new();
-    console_edge.insert("name".into(), "edge".into());
-    console_edge.insert(
-        "admin_url".into(),
-        format!("http://127.0.0.1:{admin_port}").into(),
-    );
-    console_edge.insert("admin_token_env".into(), EDGE_TOKEN_ENV.into());
-    set(
-        &mut origin,
-        "console.edges",
-        toml::Value::Array(vec![console_edge.into()]),
-    );
+    origin.console.edges = vec![komora_origin::edge_admin::EdgeFile {
+        name: "edge".into(),
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+        admin_token_env: EDGE_TOKEN_ENV.into(),
+        token: None,
+    }];
     origin_env.push((EDGE_TOKEN_ENV.to_string(), edge_token.clone()));
     let origin_cfg = run_dir.join("origin.toml");
-    write_table(&origin_cfg, &origin)?;
+    write_config(&origin_cfg, &origin)?;
     let cfg = |rest: &[&str]| -> Vec<String> {
         let mut v = vec!["--config".to_string(), origin_cfg.display().to_string()];
         v.extend(rest.iter().map(|s| s.to_string()));
@@ -468,7 +442,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let key_out = run_to_end(
         &origin_bin,
-        &cfg(&["keys", "create", "--name", "komora-up", "--admin"]),
+        &cfg(&["keys", "create", "--name", "komora-up", "--admin", "--json"]),
     )?;
     let admin_key = parse_key(&key_out)
         .with_context(|| format!("no key in `keys create` output: {key_out}"))?;
@@ -509,47 +483,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
 
     // Edge config: config/edge.toml with this machine's ports, paths and certificate.
-    let mut edge = read_table(&root.join("config/edge.toml"))?;
-    let one = |addr: String| toml::Value::Array(vec![addr.into()]);
-    set(
-        &mut edge,
-        "server.listen",
-        one(format!("127.0.0.1:{http_port}")),
-    );
-    set(
-        &mut edge,
-        "server.tls_listen",
-        one(format!("127.0.0.1:{https_port}")),
-    );
-    set(
-        &mut edge,
-        "server.tls_cert",
-        cert_path.display().to_string(),
-    );
-    set(&mut edge, "server.tls_key", key_path.display().to_string());
-    set(&mut edge, "admin.listen", format!("127.0.0.1:{admin_port}"));
-    set(
-        &mut edge,
-        "upstream.origins",
-        one(format!("127.0.0.1:{origin_port}")),
-    );
-    set(
-        &mut edge,
-        "server.upgrade_sock",
-        run_dir.join("edge-upgrade.sock").display().to_string(),
-    );
-    set(
-        &mut edge,
-        "server.pid_file",
-        run_dir.join("edge.pid").display().to_string(),
-    );
-    set(
-        &mut edge,
-        "cache.dir",
-        data.join("cache").display().to_string(),
-    );
+    let mut edge = read_edge(&root.join("config/edge.toml"))?;
+    let one = |addr: String| Some(AddrList::Many(vec![addr]));
+    let server = edge.server.get_or_insert_with(Default::default);
+    server.listen = one(format!("127.0.0.1:{http_port}"));
+    server.tls_listen = one(format!("127.0.0.1:{https_port}"));
+    server.tls_cert = Some(cert_path.display().to_string());
+    server.tls_key = Some(key_path.display().to_string());
+    server.upgrade_sock = Some(run_dir.join("edge-upgrade.sock").display().to_string());
+    server.pid_file = Some(run_dir.join("edge.pid").display().to_string());
+    edge.admin.get_or_insert_with(Default::default).listen =
+        Some(format!("127.0.0.1:{admin_port}"));
+    edge.upstream.get_or_insert_with(Default::default).origins =
+        Some(vec![format!("127.0.0.1:{origin_port}")]);
+    edge.cache.get_or_insert_with(Default::default).dir =
+        Some(data.join("cache").display().to_string());
     let edge_cfg = run_dir.join("edge.toml");
-    write_table(&edge_cfg, &edge)?;
+    write_config(&edge_cfg, &edge)?;
     stack.spawn(
         "edge",
         &edge_bin,

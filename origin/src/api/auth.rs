@@ -95,8 +95,8 @@ pub async fn require_bearer(
     }
 }
 
-/// The admin API's error shape (`{"error": {"code", "message"}}`).
-fn admin_error(status: StatusCode, code: &str, message: &str) -> Response {
+/// An admin API error, in the one error shape (`crate::api::error`).
+fn admin_error(status: StatusCode, code: &'static str, message: &str) -> Response {
     super::error::coded(status, code, message)
 }
 

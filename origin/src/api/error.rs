@@ -1,5 +1,8 @@
-//! The one error type of the HTTP API: every failure becomes JSON
-//! `{"error": "...", "parameter": "limit"}` with a 4xx/5xx status, never axum's plain text.
+//! The one error type and JSON error shape of every origin endpoint (`/api`, `/media`, the
+//! webhooks, the admin API, authentication): every failure becomes
+//! `{"error": "<message>", "code": "<machine-readable code>", "parameter": "limit"}`
+//! (`parameter` only when a request parameter is at fault) with a 4xx/5xx status, never
+//! axum's plain text. `error` stays the human message so clients that read it keep working.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +11,8 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// Machine-readable code, e.g. `not_found`, `bad_signature`; by default from the status.
+    pub code: &'static str,
     pub message: String,
     /// The request parameter at fault, when one is.
     pub parameter: Option<&'static str>,
@@ -16,6 +21,7 @@ pub struct ApiError {
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
+    code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<&'static str>,
 }
@@ -24,17 +30,25 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
+            code: default_code(status),
             message: message.into(),
             parameter: None,
+        }
+    }
+
+    /// An error with its own code (the webhooks' `bad_signature`, the admin API's `storage`).
+    pub fn coded(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            ..ApiError::new(status, message)
         }
     }
 
     /// 400 naming the parameter at fault.
     pub fn bad_param(parameter: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
             parameter: Some(parameter),
+            ..ApiError::new(StatusCode::BAD_REQUEST, message)
         }
     }
 
@@ -48,6 +62,28 @@ impl ApiError {
 
     pub fn internal() -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+/// The code of an error that has none of its own: the status in words.
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        416 => "range_not_satisfiable",
+        422 => "unprocessable",
+        429 => "too_many_requests",
+        502 => "bad_gateway",
+        503 => "unavailable",
+        504 => "gateway_timeout",
+        _ if status.is_client_error() => "client_error",
+        _ => "internal",
     }
 }
 
@@ -97,6 +133,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
             error: &self.message,
+            code: self.code,
             parameter: self.parameter,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
@@ -116,18 +153,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The coded error body of the admin API and the webhooks, `{"error": {"code", "message"}}`
-/// (a machine-readable code for callers that are programs), never cacheable like every
-/// other error. One function, so the two cannot drift apart.
-pub fn coded(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut resp = (
-        status,
-        axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    resp
+/// [`ApiError::coded`] as a response: the admin API's and the webhooks' errors, in the
+/// same shape as every other.
+pub fn coded(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::coded(status, code, message).into_response()
 }

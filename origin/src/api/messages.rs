@@ -104,9 +104,11 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("body larger than {limit} bytes"),
             parameter: Some("body"),
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes"),
+            )
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_param("body", format!("invalid JSON body: {e}")))

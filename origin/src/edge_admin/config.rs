@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 
 /// `[console]` as written: the edges the console shows and purges.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleFile {
     /// The edges whose admin listener the console reads `/metrics` from and sends purges
@@ -55,7 +55,7 @@ impl ConsoleFile {
 }
 
 /// One `[[console.edges]]` entry as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeFile {
     /// Name shown in the console, e.g. `"edge-1"`. Required; unique; 1..=64 characters.

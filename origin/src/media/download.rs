@@ -151,7 +151,7 @@ impl komora_queue::Task for DownloadMedia {
             .await
             .map_err(|e| TaskError::Retry(format!("object store: {e}")))?;
 
-        let now = crate::queue::store::now_ms();
+        let now = crate::db::now_ms();
         let name = input
             .name
             .as_deref()

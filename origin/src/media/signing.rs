@@ -161,11 +161,10 @@ impl MediaSigner {
     }
 }
 
-/// Seconds since the Unix epoch now (0 if the clock is before it).
+/// Seconds since the Unix epoch now (0 if the clock is before it): the origin's one clock,
+/// `crate::db::now_ms`, in seconds.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::db::now_ms().div_euclid(1000)).unwrap_or(0)
 }
 
 #[cfg(test)]

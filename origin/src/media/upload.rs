@@ -78,9 +78,11 @@ pub struct Uploaded {
 
 fn too_large(limit: u64) -> ApiError {
     ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        message: format!("upload larger than {limit} bytes"),
         parameter: Some("body"),
+        ..ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {limit} bytes"),
+        )
     }
 }
 

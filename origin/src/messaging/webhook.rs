@@ -31,9 +31,10 @@ use crate::api::error::ApiError;
 use crate::api::messages::MAX_TEXT_CHARS;
 use crate::app::AppState;
 use crate::autobot::reply::ProcessAiReply;
+use crate::db::now_ms;
 use crate::media::download::{DownloadInput, DownloadMedia};
 use crate::queue::config::PlatformConfig;
-use crate::queue::store::{enqueue_at, now_ms};
+use crate::queue::store::enqueue_at;
 use crate::queue::NewTask;
 use crate::store::{clients, messages};
 
@@ -162,7 +163,7 @@ pub fn authenticate(platform: &PlatformConfig, headers: &HeaderMap, body: &[u8])
     false
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     crate::api::error::coded(status, code, &message.into())
 }
 
@@ -179,9 +180,11 @@ pub async fn receive(
         Ok(b) => b,
         Err(_) => {
             return ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("body larger than {limit} bytes"),
                 parameter: Some("body"),
+                ..ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {limit} bytes"),
+                )
             }
             .into_response()
         }

@@ -29,7 +29,7 @@ pub async fn is_admin(db: &Db, headers: &HeaderMap) -> Result<bool, sqlx::Error>
     Ok(key.is_some_and(|k| k.role == crate::store::api_keys::Role::Admin))
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
     crate::api::error::coded(status, code, message)
 }
 
@@ -50,7 +50,7 @@ pub async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Respon
             return error(StatusCode::SERVICE_UNAVAILABLE, "storage", "database error");
         }
     }
-    let now = store::now_ms();
+    let now = crate::db::now_ms();
     let stats = match store::stats(&state.db, now).await {
         Ok(s) => s,
         Err(e) => {

@@ -8,10 +8,11 @@ use clap::Subcommand;
 use tokio::sync::watch;
 
 use super::config::QUEUES;
-use super::store::{self, now_ms, TaskState};
+use super::store::{self, TaskState};
 use super::tasks::TaskContext;
 use super::worker::Worker;
 use crate::config::Config;
+use crate::db::now_ms;
 use crate::db::Db;
 
 /// `komora-origin queue <cmd>`.

@@ -7,17 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
 pub use komora_queue::config::{KindConfig, KindFile, QueueConfig, QueueFile, WeightsFile, QUEUES};
-
-impl From<komora_queue::config::ConfigError> for ConfigError {
-    fn from(e: komora_queue::config::ConfigError) -> Self {
-        ConfigError::new(e.key, e.reason)
-    }
-}
 
 fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     key: String,
@@ -26,16 +20,11 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
     errors: &mut Vec<ConfigError>,
 ) {
-    if value < min || value > max {
-        errors.push(ConfigError::new(
-            key,
-            format!("{value} is out of range {min}..={max}"),
-        ));
-    }
+    komora_config::check_range(errors, key, value, min, max);
 }
 
 /// `[ai]` as written: the RAG API the autobot calls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AiFile {
     /// Master switch of the autobot. Default `false`.
@@ -45,16 +34,23 @@ pub struct AiFile {
     pub url: String,
     /// Bearer key for the RAG API. Default empty; env `KOMORA_AI_API_KEY` overrides.
     pub api_key: String,
-    /// Request timeout, milliseconds. Default 20000; 100..=300000.
+    /// Request timeout, milliseconds. Default 20000 ([`DEFAULT_AI_TIMEOUT_MS`]); 100..=300000.
     pub timeout_ms: u64,
-    /// Platforms (channels) the autobot answers on. Default `["telegram"]`.
+    /// Platforms (channels) the autobot answers on. Default `["telegram"]` ([`DEFAULT_AI_CHANNELS`]).
     pub channels: Vec<String>,
-    /// Messages of history sent with the request. Default 20; 1..=200.
+    /// Messages of history sent with the request. Default 20 ([`DEFAULT_AI_HISTORY`]); 1..=200.
     pub history: u32,
     /// Hosts the RAG API may be reached on although they are not public addresses
     /// (`host`, `host:port`, `[v6]:port`), e.g. a local RAG service. Default empty.
     pub allowed_hosts: Vec<String>,
 }
+
+/// Default `ai.timeout_ms`.
+pub const DEFAULT_AI_TIMEOUT_MS: u64 = 20_000;
+/// Default `ai.channels`.
+pub const DEFAULT_AI_CHANNELS: [&str; 1] = ["telegram"];
+/// Default `ai.history`.
+pub const DEFAULT_AI_HISTORY: u32 = 20;
 
 impl Default for AiFile {
     fn default() -> Self {
@@ -62,9 +58,9 @@ impl Default for AiFile {
             enabled: false,
             url: String::new(),
             api_key: String::new(),
-            timeout_ms: 20_000,
-            channels: vec!["telegram".into()],
-            history: 20,
+            timeout_ms: DEFAULT_AI_TIMEOUT_MS,
+            channels: DEFAULT_AI_CHANNELS.map(String::from).to_vec(),
+            history: DEFAULT_AI_HISTORY,
             allowed_hosts: Vec::new(),
         }
     }
@@ -88,9 +84,9 @@ impl Default for AiConfig {
             enabled: false,
             url: String::new(),
             api_key: None,
-            timeout: Duration::from_millis(20_000),
-            channels: vec!["telegram".into()],
-            history: 20,
+            timeout: Duration::from_millis(DEFAULT_AI_TIMEOUT_MS),
+            channels: DEFAULT_AI_CHANNELS.map(String::from).to_vec(),
+            history: DEFAULT_AI_HISTORY,
             allowed_hosts: Vec::new(),
         }
     }
@@ -207,14 +203,14 @@ impl PlatformsConfig {
 }
 
 /// `[platforms]` as written: `[platforms.<name>]` per messaging platform.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct PlatformsFile {
     pub platforms: BTreeMap<String, PlatformFile>,
 }
 
 /// `[platforms.<name>]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformFile {
     /// Base URL of the platform's bot API, e.g. `https://api.telegram.org`. Required.
@@ -228,10 +224,13 @@ pub struct PlatformFile {
     /// env `KOMORA_PLATFORM_<NAME>_WEBHOOK_SECRET` overrides.
     pub webhook_secret: String,
     /// Office that new conversations from this platform belong to. Default: the first office.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub office_id: Option<i64>,
-    /// Outbound request timeout, milliseconds. Default 10000; 100..=120000.
+    /// Outbound request timeout, milliseconds. Default 10000
+    /// ([`DEFAULT_PLATFORM_TIMEOUT_MS`]); 100..=120000.
     pub timeout_ms: u64,
-    /// Largest media file downloaded, bytes. Default 20 MiB; 1..=2 GiB.
+    /// Largest media file downloaded, bytes. Default 20 MiB ([`DEFAULT_MEDIA_MAX_BYTES`]);
+    /// 1..=2 GiB.
     pub media_max_bytes: u64,
     /// Hosts this platform's API calls and media downloads may reach although they resolve
     /// to loopback, private or other non-public addresses (`host`, `host:port`, `[v6]:port`),
@@ -243,6 +242,11 @@ pub struct PlatformFile {
     pub honours_idempotency_key: bool,
 }
 
+/// Default `platforms.<name>.timeout_ms`.
+pub const DEFAULT_PLATFORM_TIMEOUT_MS: u64 = 10_000;
+/// Default `platforms.<name>.media_max_bytes` (20 MiB).
+pub const DEFAULT_MEDIA_MAX_BYTES: u64 = 20 * 1024 * 1024;
+
 impl Default for PlatformFile {
     fn default() -> Self {
         PlatformFile {
@@ -250,8 +254,8 @@ impl Default for PlatformFile {
             token: String::new(),
             webhook_secret: String::new(),
             office_id: None,
-            timeout_ms: 10_000,
-            media_max_bytes: 20 * 1024 * 1024,
+            timeout_ms: DEFAULT_PLATFORM_TIMEOUT_MS,
+            media_max_bytes: DEFAULT_MEDIA_MAX_BYTES,
             allowed_hosts: Vec::new(),
             honours_idempotency_key: false,
         }

@@ -269,7 +269,7 @@ both_backends!(admin_api_is_internal_and_admin_only, |t| {
     let r = http.get(&queues).bearer_auth(&op).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(body["code"], "forbidden");
     let r = http
         .get(&queues)
         .bearer_auth(&app.admin_key)

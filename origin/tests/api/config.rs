@@ -181,3 +181,179 @@ crate::both_backends!(seed_counters_match_messages, |t| {
     let f = crate::common::fixture(&t.db, 1, 1).await;
     assert!(f.conversations[0] > 700);
 });
+
+#[test]
+fn unknown_keys_type_errors_and_bad_values_are_reported_together() {
+    let text = r#"
+[server]
+listen = 8081
+bogus = 1
+[database]
+max_connections = 0
+[queue]
+lease_ms = "long"
+[queue.kinds.send_message]
+queue = "urgent"
+extra = 1
+[platforms.telegram]
+base_url = "ftp://x"
+timeout_ms = 5
+"#;
+    let errors = Config::parse("bad.toml", text).unwrap_err();
+    let mut keys: Vec<&str> = errors.errors.iter().map(|e| e.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "database.max_connections",
+            "platforms.telegram.base_url",
+            "platforms.telegram.timeout_ms",
+            "queue.kinds.send_message.extra",
+            "queue.kinds.send_message.queue",
+            "queue.lease_ms",
+            "server.bogus",
+            "server.listen",
+        ],
+        "{errors}"
+    );
+    let shown = errors.to_string();
+    assert!(
+        shown.contains("bad.toml: server.bogus: unknown key"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("bad.toml: queue.lease_ms: invalid type"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 8, "{shown}");
+}
+
+fn shipped(rel: &str) -> komora_origin::config::ConfigFile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file = komora_origin::config::ConfigFile::parse(rel, &text).unwrap();
+    // What is written also validates (the environment is not consulted).
+    Config::parse(rel, &text).unwrap();
+    file
+}
+
+/// `config/origin.toml` says its values are the defaults; the exceptions are the examples it
+/// marks as such (the per-kind tunings, the RAG URL, the telegram platform).
+#[test]
+fn shipped_origin_toml_loads_to_the_values_its_comments_claim() {
+    use komora_origin::queue::config::{KindFile, PlatformFile};
+    let got = shipped("config/origin.toml");
+    let mut want = komora_origin::config::ConfigFile::default();
+    let kind = |queue: &str| KindFile {
+        queue: Some(queue.into()),
+        ..Default::default()
+    };
+    want.queue.kinds.insert(
+        "send_message".into(),
+        KindFile {
+            concurrency: Some(8),
+            timeout_ms: Some(30_000),
+            max_attempts: Some(8),
+            backoff_base_ms: Some(1_000),
+            backoff_max_ms: Some(600_000),
+            ..kind("high")
+        },
+    );
+    want.queue.kinds.insert(
+        "process_ai_reply".into(),
+        KindFile {
+            timeout_ms: Some(60_000),
+            ..kind("high")
+        },
+    );
+    want.queue.kinds.insert(
+        "download_and_save_media".into(),
+        KindFile {
+            concurrency: Some(4),
+            timeout_ms: Some(120_000),
+            ..kind("low")
+        },
+    );
+    want.ai.url = "https://rag.example.com/v1/answer".into();
+    want.platforms.platforms.insert(
+        "telegram".into(),
+        PlatformFile {
+            base_url: "https://api.telegram.org".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(got, want);
+    // The defaults are the values the comments give.
+    let d = komora_origin::config::ConfigFile::default();
+    assert_eq!(
+        (d.server.listen.as_str(), d.server.internal_listen.as_str()),
+        ("127.0.0.1:8081", "127.0.0.1:9181")
+    );
+    assert_eq!(
+        (d.server.json_body_limit_bytes, d.server.shutdown_grace_ms),
+        (1_048_576, 10_000)
+    );
+    assert_eq!(
+        (
+            d.database.url.as_str(),
+            d.database.max_connections,
+            d.database.acquire_timeout_ms
+        ),
+        ("sqlite://var/komora.db", 10, 5_000)
+    );
+    assert_eq!(
+        (d.media.store_url.as_str(), d.media.max_upload_bytes),
+        ("file://var/media", 52_428_800)
+    );
+    assert!(d.media.signed_urls && !d.media.s3.allow_http);
+    assert_eq!(d.media.signed_url_window_secs, 86_400);
+    let q = &d.queue;
+    assert_eq!(
+        (
+            q.lease_ms,
+            q.heartbeat_ms,
+            q.poll_ms,
+            q.claim_batch,
+            q.worker_concurrency
+        ),
+        (30_000, 10_000, 200, 32, 16)
+    );
+    assert_eq!((q.sweep_ms, q.prune_after_hours), (5_000, 168));
+    assert_eq!(
+        (q.weights.high, q.weights.default, q.weights.low),
+        (6, 3, 1)
+    );
+    assert_eq!((d.ai.timeout_ms, d.ai.history), (20_000, 20));
+    assert_eq!(d.ai.channels, ["telegram"]);
+    let p = PlatformFile::default();
+    assert_eq!((p.timeout_ms, p.media_max_bytes), (10_000, 20_971_520));
+}
+
+#[test]
+fn docker_origin_toml_loads_to_exactly_its_keys() {
+    use komora_origin::queue::config::PlatformFile;
+    let got = shipped("docker/config/origin.toml");
+    let mut want = komora_origin::config::ConfigFile::default();
+    want.server.listen = "0.0.0.0:8081".into();
+    want.server.internal_listen = "127.0.0.1:9181".into();
+    want.server.shutdown_grace_ms = 20_000;
+    want.database.url = "postgres://komora@postgres:5432/komora".into();
+    want.database.max_connections = 20;
+    want.media.store_url = "s3://komora-media".into();
+    want.media.max_upload_bytes = 104_857_600;
+    want.media.signed_urls = true;
+    want.media.s3.endpoint = Some("http://s3:9000".into());
+    want.media.s3.region = Some("us-east-1".into());
+    want.media.s3.allow_http = true;
+    want.queue.worker_in_server = false;
+    want.platforms.platforms.insert(
+        "telegram".into(),
+        PlatformFile {
+            base_url: "https://api.telegram.org".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(got, want);
+}

@@ -236,3 +236,93 @@ both_backends!(upload_types_are_sniffed_from_the_bytes, |t| {
         .unwrap();
     assert_eq!(stored(&up), "application/octet-stream");
 });
+
+// One bad request per endpoint family: each answers the one error shape,
+// `{"error": "<message>", "code": "<code>"}` (plus `parameter` when one is at fault),
+// never cacheable.
+both_backends!(every_endpoint_family_answers_the_one_error_shape, |t| {
+    let app = crate::common::spawn_app_with(&t, |raw| raw.media.max_upload_bytes = 4, None).await;
+    let http = &app.client;
+    let public = |p: &str| format!("{}{p}", app.base);
+    let internal = |p: &str| format!("{}{p}", app.internal);
+    let cases = [
+        // API: a bad parameter, an unknown route, a missing key.
+        (
+            "api parameter",
+            http.get(public("/api/inbox?limit=x"))
+                .bearer_auth(&app.admin_key),
+            400,
+            "bad_request",
+        ),
+        (
+            "api route",
+            http.get(public("/api/nope")).bearer_auth(&app.admin_key),
+            404,
+            "not_found",
+        ),
+        ("auth", http.get(public("/api/inbox")), 401, "unauthorized"),
+        // Media: not a sha256.
+        (
+            "media",
+            http.get(public("/media/not-a-hash")),
+            400,
+            "bad_request",
+        ),
+        (
+            "upload",
+            http.post(public("/api/media?filename=f.bin"))
+                .bearer_auth(&app.admin_key)
+                .body(vec![0u8; 16]),
+            413,
+            "payload_too_large",
+        ),
+        // Webhooks: a platform the config does not have.
+        (
+            "webhook",
+            http.post(public("/webhooks/nowhere")).body("{}"),
+            404,
+            "unknown_platform",
+        ),
+        // Admin API: no key, and a path it does not have.
+        (
+            "admin auth",
+            http.get(internal("/admin/queues")),
+            401,
+            "unauthorized",
+        ),
+        (
+            "admin route",
+            http.get(internal("/admin/nope"))
+                .bearer_auth(&app.admin_key),
+            404,
+            "not_found",
+        ),
+        (
+            "internal on public",
+            http.get(public("/admin/queues")),
+            404,
+            "not_found",
+        ),
+    ];
+    for (family, req, status, code) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{family}");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "private, no-store",
+            "{family}"
+        );
+        let body: Value = r.json().await.unwrap();
+        let obj = body.as_object().unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{family}: {body}"
+        );
+        assert_eq!(body["code"], code, "{family}: {body}");
+        assert!(
+            obj.keys()
+                .all(|k| ["error", "code", "parameter"].contains(&k.as_str())),
+            "{family}: {body}"
+        );
+    }
+});

@@ -197,7 +197,7 @@ both_backends!(a_platform_without_a_secret_has_its_webhook_disabled, |t| {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 404, "{headers:?}");
         let v: Value = r.json().await.unwrap();
-        assert_eq!(v["error"]["code"], "webhook_disabled");
+        assert_eq!(v["code"], "webhook_disabled");
     }
     assert_eq!(count(&t.db, "SELECT count(*) FROM messages").await, 0);
     // A platform with a secret takes signed webhooks as before.

@@ -62,7 +62,7 @@ both_backends!(webhook_ai_reply_delivery_end_to_end, |t| {
     ] {
         let (status, v) = post(&app, &body, &headers).await;
         assert_eq!(status, 401, "{v}");
-        assert_eq!(v["error"]["code"], "bad_signature");
+        assert_eq!(v["code"], "bad_signature");
     }
     // Signed but not the expected shape: 400 JSON, nothing written.
     let bad = b"{\"chat\": 1}";

@@ -50,13 +50,13 @@ both_backends!(admin_queues_needs_an_admin_key, |t| {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401);
         let v: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(v["error"]["code"], "unauthorized");
+        assert_eq!(v["code"], "unauthorized");
     }
     // A live key that is not an admin key (an operator key) is known but not allowed.
     let resp = http.get(&url).bearer_auth(&user).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     let v: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "forbidden");
+    assert_eq!(v["code"], "forbidden");
     let resp = http.get(&url).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
