@@ -4,6 +4,7 @@
 //! - [`Semantics`]: a route's choices where the RFCs allow them, and RFC 9213 targeted fields.
 //! - [`directives`]: what may be stored, hop-by-hop fields, the 304 header update.
 //! - [`freshness`]: freshness lifetime and current age (RFC 9111 §4.2).
+//! - [`head`]: HEAD responses updating or invalidating a stored GET response (§4.3.5).
 //! - [`invalidation`]: what an unsafe request's answer invalidates besides its target (§4.4).
 //! - [`request`]: request `Cache-Control` directives, a route option (§5.2.1).
 //! - [`vary`]: secondary cache keys (RFC 9111 §4.1): which stored variant answers a request.
@@ -13,6 +14,7 @@
 
 pub mod directives;
 pub mod freshness;
+pub mod head;
 pub mod invalidation;
 pub mod request;
 pub mod vary;
