@@ -936,7 +936,8 @@ impl ProxyHttp for Edge {
         e
     }
 
-    /// The request id goes to the origin, so its logs and ours can be joined. A HEAD that
+    /// The request id goes to the origin, so its logs and ours can be joined; `Via` names
+    /// the edge (RFC 9110 §7.6.3, [`rfc::via`]). A HEAD that
     /// revalidates a stale stored response stays a HEAD (RFC 9111 §4.3.5, [`rfc::head`]);
     /// pingora turned it into a GET.
     async fn upstream_request_filter(
@@ -947,6 +948,8 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         let id = ctx.request_id(session.req_header()).header_value();
         upstream_request.insert_header("x-request-id", id)?;
+        upstream_request
+            .append_header(http::header::VIA, rfc::via(session.req_header().version))?;
         if ctx.cache_enabled
             && rfc::head::forward_as_head(&session.req_header().method, session.cache.phase())
         {

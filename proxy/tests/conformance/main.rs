@@ -10,6 +10,7 @@
 mod common;
 mod origin;
 
+mod rfc9110_7_6_3_via;
 mod rfc9111_3_storing;
 mod rfc9111_4_1_vary;
 mod rfc9111_4_2_freshness;
