@@ -937,9 +937,8 @@ impl ProxyHttp for Edge {
     }
 
     /// The request id goes to the origin, so its logs and ours can be joined; `Via` names
-    /// the edge (RFC 9110 §7.6.3, [`rfc::via`]). A HEAD that
-    /// revalidates a stale stored response stays a HEAD (RFC 9111 §4.3.5, [`rfc::head`]);
-    /// pingora turned it into a GET.
+    /// the edge (RFC 9110 §7.6.3, [`rfc::via`]). A HEAD that revalidates a stale stored
+    /// response stays a HEAD (RFC 9111 §4.3.5, [`rfc::head`]); pingora made it a GET.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

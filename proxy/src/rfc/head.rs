@@ -102,7 +102,7 @@ pub async fn apply(
     cacheable: impl FnOnce(&ResponseHeader) -> pingora::Result<RespCacheable>,
 ) -> Option<Outcome> {
     let stored = session.cache.maybe_cache_meta()?;
-    let updated = matches(&stored.headers(), &head.headers).then(|| {
+    let updated = matches(stored.headers(), &head.headers).then(|| {
         crate::rfc::directives::updated_by_304(stored.response_header(), &head.headers, received)
     });
     let variance = stored.variance();
