@@ -29,12 +29,10 @@ pub fn request_cacheable(req: &RequestHeader) -> bool {
     matches!(req.method, Method::GET | Method::HEAD)
 }
 
-/// Methods that change the resource and therefore invalidate the stored URL.
+/// Methods that may change the resource and therefore invalidate the stored URL: every
+/// method not known to be safe (RFC 9111 §4.4, [`crate::rfc::invalidation::unsafe_method`]).
 pub fn invalidates(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::PUT | Method::POST | Method::DELETE | Method::PATCH
-    )
+    crate::rfc::invalidation::unsafe_method(method)
 }
 
 /// Whether the origin's answer to an unsafe request invalidates the stored URL: only a

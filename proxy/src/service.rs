@@ -606,6 +606,11 @@ pub struct EdgeCtx {
     not_modified: Option<http::HeaderMap>,
     /// The request's `Cache-Control` directives, on routes that honor them.
     req_directives: Option<rfc::request::Directives>,
+    /// A HEAD revalidating a stale stored response went to the origin as HEAD
+    /// ([`rfc::head`]); its answer is never stored as the GET response.
+    head_sent: bool,
+    /// What the origin's 200 to that HEAD did to the stored response.
+    head_outcome: Option<rfc::head::Outcome>,
     /// This cold miss's fill runs as a background subrequest this request reads from.
     filled_in_background: bool,
     /// A background fill stopped on purpose: its response is not cached (no error to log).
@@ -637,6 +642,56 @@ impl EdgeCtx {
 fn path_and_query(session: &Session) -> &str {
     let uri = &session.req_header().uri;
     uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// Whether `resp` (to `req`, exchanged at `ex`) is stored on `route`, and its meta: the
+/// rules of [`policy::response_cacheable_at`], with signed routes' own freshness.
+fn route_cacheable(
+    route: &Route,
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    ex: rfc::freshness::Exchange,
+) -> Result<RespCacheable> {
+    if route.signed.is_some() {
+        // The origin marks signed media private (no shared cache may hand them to whoever
+        // has the URL after it expires); the edge verifies every request itself, so it
+        // keeps its own copy for the route's default TTL. no-store is still obeyed.
+        let no_store = CacheControl::from_resp_headers(resp).is_some_and(|c| c.no_store());
+        if !no_store {
+            let mut own = resp.clone();
+            own.insert_header(
+                http::header::CACHE_CONTROL,
+                format!("public, max-age={}, immutable", route.default_ttl.as_secs()),
+            )?;
+            return Ok(policy::response_cacheable_at(route, req, &own, ex));
+        }
+    }
+    Ok(policy::response_cacheable_at(route, req, resp, ex))
+}
+
+impl Edge {
+    /// The origin's 200 to a HEAD sent for a stale stored response: update or remove that
+    /// response (RFC 9111 §4.3.5, [`rfc::head::apply`]).
+    async fn freshen_with_head(
+        &self,
+        session: &mut Session,
+        resp: &ResponseHeader,
+        ctx: &mut EdgeCtx,
+    ) {
+        let Some(route) = ctx.route.clone() else {
+            return;
+        };
+        let response_time = SystemTime::now();
+        let ex = rfc::freshness::Exchange {
+            request_time: ctx.request_time.unwrap_or(response_time),
+            response_time,
+        };
+        let req = session.req_header().clone();
+        ctx.head_outcome = rfc::head::apply(session, self.storage, resp, response_time, |h| {
+            route_cacheable(&route, &req, h, ex)
+        })
+        .await;
+    }
 }
 
 #[async_trait]
@@ -813,6 +868,10 @@ impl ProxyHttp for Edge {
                 pingora::cache::NoCacheReason::NeverEnabled,
             ));
         };
+        if ctx.head_sent && ctx.not_modified.is_none() {
+            // A HEAD's answer has no body to store (a 304 to it still updates, below).
+            return Ok(RespCacheable::Uncacheable(rfc::head::NOT_STORED));
+        }
         let response_time = SystemTime::now();
         let ex = rfc::freshness::Exchange {
             request_time: ctx.request_time.unwrap_or(response_time),
@@ -828,31 +887,7 @@ impl ProxyHttp for Edge {
             }
             None => resp,
         };
-        if route.signed.is_some() {
-            // The origin marks signed media private (no shared cache may hand them to whoever
-            // has the URL after it expires); the edge verifies every request itself, so it
-            // keeps its own copy for the route's default TTL. no-store is still obeyed.
-            let no_store = CacheControl::from_resp_headers(resp).is_some_and(|c| c.no_store());
-            if !no_store {
-                let mut own = resp.clone();
-                own.insert_header(
-                    http::header::CACHE_CONTROL,
-                    format!("public, max-age={}, immutable", route.default_ttl.as_secs()),
-                )?;
-                return Ok(policy::response_cacheable_at(
-                    route,
-                    session.req_header(),
-                    &own,
-                    ex,
-                ));
-            }
-        }
-        Ok(policy::response_cacheable_at(
-            route,
-            session.req_header(),
-            resp,
-            ex,
-        ))
+        route_cacheable(route, session.req_header(), resp, ex)
     }
 
     /// The client's request directives narrow or widen what a stored response may answer,
@@ -901,7 +936,9 @@ impl ProxyHttp for Edge {
         e
     }
 
-    /// The request id goes to the origin, so its logs and ours can be joined.
+    /// The request id goes to the origin, so its logs and ours can be joined; `Via` names
+    /// the edge (RFC 9110 §7.6.3, [`rfc::via`]). A HEAD that revalidates a stale stored
+    /// response stays a HEAD (RFC 9111 §4.3.5, [`rfc::head`]); pingora made it a GET.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -914,6 +951,14 @@ impl ProxyHttp for Edge {
         // X-Forwarded-Proto is replaced, never passed on.
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        upstream_request
+            .append_header(http::header::VIA, rfc::via(session.req_header().version))?;
+        if ctx.cache_enabled
+            && rfc::head::forward_as_head(&session.req_header().method, session.cache.phase())
+        {
+            upstream_request.set_method(http::Method::HEAD);
+            ctx.head_sent = true;
+        }
         Ok(())
     }
 
@@ -941,6 +986,9 @@ impl ProxyHttp for Edge {
         }
         if resp.status == http::StatusCode::NOT_MODIFIED && ctx.cache_enabled {
             ctx.not_modified = Some(resp.headers.clone());
+        }
+        if ctx.head_sent && resp.status == http::StatusCode::OK {
+            self.freshen_with_head(session, resp, ctx).await;
         }
         if ctx.invalidate && policy::invalidating_status(resp.status) {
             ctx.invalidate = false;
@@ -1024,6 +1072,12 @@ impl ProxyHttp for Edge {
         ctx: &mut EdgeCtx,
     ) -> Result<()> {
         ctx.status = policy::cache_status(session.cache.phase());
+        match ctx.head_outcome {
+            // pingora sees a response it did not store; for the client it was a revalidation.
+            Some(rfc::head::Outcome::Freshened) => ctx.status = CacheStatus::Revalidated,
+            Some(rfc::head::Outcome::Invalidated) => ctx.status = CacheStatus::Expired,
+            None => {}
+        }
         if ctx.filled_in_background && ctx.status == CacheStatus::Hit {
             // It reads the fill its own request started: for the client, a miss.
             ctx.status = CacheStatus::Miss;

@@ -5,62 +5,29 @@
 //!
 //! Keys come from the environment (`signing_keys_env`, default [`DEFAULT_KEYS_ENV`]):
 //! comma-separated, at least [`MIN_KEY_LEN`] bytes each, every key verifies (the origin signs
-//! with the first). The edge only verifies; it never signs.
+//! with the first). The edge only verifies; it never signs. The format and the key ring are
+//! the `komora-signing` crate's, shared with the origin; this module adds the edge's side
+//! (a route's verifier, the 403 it writes, the browser's `Cache-Control`).
 //!
 //! A verified request is cached under its path alone (`cache_key_query = "none"`), so every
 //! signature of one object shares one entry, while the miss goes to the origin with the
 //! request's own signed URL (the origin verifies too). The browser is told
 //! `Cache-Control: private, max-age=<seconds until exp>`, never the route's public max-age.
 
-use hmac::{Hmac, Mac};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use sha2::Sha256;
+
+pub use komora_signing::{unix_now, Denied, MIN_KEY_LEN};
 
 /// Default environment variable holding the keys (the origin reads the same one).
-pub const DEFAULT_KEYS_ENV: &str = "KOMORA_MEDIA_SIGNING_KEYS";
-/// Shortest accepted key, bytes (a key is used as its UTF-8 bytes).
-pub const MIN_KEY_LEN: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// Why a request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// `exp` or `sig` missing or not well-formed.
-    Unsigned,
-    /// `exp` is in the past.
-    Expired,
-    /// No key produces this signature.
-    BadSignature,
-}
-
-impl Denied {
-    /// The message the client sees.
-    pub fn message(self) -> &'static str {
-        match self {
-            Denied::Unsigned => "media URL is not signed (exp and sig required)",
-            Denied::Expired => "media URL has expired",
-            Denied::BadSignature => "media URL signature is invalid",
-        }
-    }
-}
+pub const DEFAULT_KEYS_ENV: &str = komora_signing::KEYS_ENV;
 
 /// The keys of one signed route. `Debug` shows how many, never the keys.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct UrlVerifier {
-    keys: Vec<Vec<u8>>,
+    keys: komora_signing::KeyRing,
     /// The variable the keys came from, for messages.
     pub env: String,
-}
-
-impl std::fmt::Debug for UrlVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UrlVerifier")
-            .field("keys", &self.keys.len())
-            .field("env", &self.env)
-            .finish()
-    }
 }
 
 impl UrlVerifier {
@@ -68,24 +35,10 @@ impl UrlVerifier {
     /// verifies, and the edge refuses to start, see [`UrlVerifier::has_keys`]). Errors say
     /// which key is wrong, never its value.
     pub fn from_value(env: &str, value: Option<&str>) -> Result<UrlVerifier, String> {
-        let keys: Vec<&str> = value
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .collect();
-        for (i, k) in keys.iter().enumerate() {
-            if k.len() < MIN_KEY_LEN {
-                return Err(format!(
-                    "{env}: key {} is {} bytes; use at least {MIN_KEY_LEN} \
-                     (e.g. `openssl rand -hex 32`)",
-                    i + 1,
-                    k.len()
-                ));
-            }
-        }
+        let keys = komora_signing::KeyRing::parse(value.unwrap_or(""))
+            .map_err(|e| format!("{env}: {e}"))?;
         Ok(UrlVerifier {
-            keys: keys.into_iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys,
             env: env.to_string(),
         })
     }
@@ -98,46 +51,9 @@ impl UrlVerifier {
     /// Checks a request for `path` with `query` at `now` (Unix seconds): the signed object
     /// is the last path segment. Returns `exp` when the signature is good.
     pub fn verify(&self, path: &str, query: Option<&str>, now: u64) -> Result<u64, Denied> {
-        let object = path.rsplit('/').next().unwrap_or("");
-        let (mut exp, mut sig) = (None, None);
-        for pair in query.unwrap_or("").split('&') {
-            match pair.split_once('=') {
-                Some(("exp", v)) if exp.is_none() => exp = Some(v),
-                Some(("sig", v)) if sig.is_none() => sig = Some(v),
-                _ => {}
-            }
-        }
-        let (Some(exp), Some(sig)) = (exp, sig) else {
-            return Err(Denied::Unsigned);
-        };
-        let digits = !exp.is_empty() && exp.len() <= 20 && exp.bytes().all(|b| b.is_ascii_digit());
-        let Some(exp_n) = digits.then(|| exp.parse::<u64>().ok()).flatten() else {
-            return Err(Denied::Unsigned);
-        };
-        let Some(sig) = (sig.len() == 64).then(|| hex::decode(sig).ok()).flatten() else {
-            return Err(Denied::Unsigned);
-        };
-        if exp_n <= now {
-            return Err(Denied::Expired);
-        }
-        // Only the canonical decimal was signed (`exp=0123` is another text).
-        if object.is_empty() || exp_n.to_string() != exp {
-            return Err(Denied::BadSignature);
-        }
-        let good = self.keys.iter().any(|key| {
-            HmacSha256::new_from_slice(key).is_ok_and(|mut mac| {
-                mac.update(object.as_bytes());
-                mac.update(b".");
-                mac.update(exp.as_bytes());
-                // Constant-time comparison.
-                mac.verify_slice(&sig).is_ok()
-            })
-        });
-        if good {
-            Ok(exp_n)
-        } else {
-            Err(Denied::BadSignature)
-        }
+        let (exp, sig) = komora_signing::signature_params(query);
+        self.keys
+            .verify(komora_signing::object_of(path), exp, sig, now)
     }
 }
 
@@ -171,21 +87,14 @@ pub async fn write_denied(session: &mut Session, why: Denied) -> pingora::Result
         .await
 }
 
-/// Seconds since the Unix epoch now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sign(key: &str, object: &str, exp: u64) -> String {
-        let mut mac = HmacSha256::new_from_slice(key.as_bytes()).unwrap(); // unwrap: test-only, HMAC takes any key length
-        mac.update(format!("{object}.{exp}").as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        komora_signing::KeyRing::parse(key)
+            .unwrap()
+            .sign(object, exp) // unwrap: test-only
     }
 
     #[test]

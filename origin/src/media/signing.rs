@@ -1,92 +1,32 @@
-//! Signed media URLs: `/media/<sha256>?exp=<unix seconds>&sig=<hex HMAC-SHA256(key,
-//! "<sha256>.<exp>")>`.
+//! Signed media URLs on the origin: `/media/<sha256>?exp=<unix seconds>&sig=<hex
+//! HMAC-SHA256(key, "<sha256>.<exp>")>`, made by [`MediaSigner::query`] for every media URL
+//! the API hands out and checked by `serve.rs` before an object is looked up.
 //!
-//! A media URL that leaks (a forwarded screenshot, a Referer, a log line) stops working at
-//! `exp`. `exp` is rounded up to a multiple of the window so the same object gets the same
-//! URL for a while and browsers can cache it: a URL is valid at least one window and less
-//! than two. Keys come from the environment only ([`KEYS_ENV`], comma-separated): the first
-//! signs, every key verifies, so a key is rotated by prepending the new one, waiting two
-//! windows, then dropping the old one. The edge (`proxy/src/signing.rs`) verifies the same
-//! way with the same keys.
-//!
-//! Every function takes the current time as an argument so tests control the clock.
+//! The format, the key ring (first key signs, every key verifies: rotate by prepending the
+//! new key, dropping the old one two windows later) and the window rounding live in the
+//! `komora-signing` crate, which the edge (`proxy/src/signing.rs`) verifies with too; this
+//! module adds the origin's window. Every function takes the current time as an argument so
+//! tests control the clock.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+pub use komora_signing::{unix_now, Denied, KeyRing, DEFAULT_WINDOW_SECS, KEYS_ENV, MIN_KEY_LEN};
 
-/// Environment variable holding the signing keys, comma-separated; the first signs.
-pub const KEYS_ENV: &str = "KOMORA_MEDIA_SIGNING_KEYS";
-/// Shortest accepted key, bytes (a key is used as its UTF-8 bytes).
-pub const MIN_KEY_LEN: usize = 32;
-/// Default window, seconds: a URL is valid at least one day and less than two.
-pub const DEFAULT_WINDOW_SECS: u64 = 86_400;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// Why a media request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// `exp` or `sig` missing or not well-formed.
-    Unsigned,
-    /// `exp` is in the past.
-    Expired,
-    /// No key produces this signature.
-    BadSignature,
-}
-
-impl Denied {
-    /// The message a client sees.
-    pub fn message(self) -> &'static str {
-        match self {
-            Denied::Unsigned => "media URL is not signed (exp and sig required)",
-            Denied::Expired => "media URL has expired",
-            Denied::BadSignature => "media URL signature is invalid",
-        }
-    }
-}
-
-/// Signs and verifies media URLs. `Debug` never prints the keys.
-#[derive(Clone)]
+/// Signs and verifies media URLs with a window. `Debug` never prints the keys.
+#[derive(Debug, Clone)]
 pub struct MediaSigner {
-    keys: Vec<Vec<u8>>,
+    keys: KeyRing,
     window: u64,
 }
 
-impl std::fmt::Debug for MediaSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MediaSigner")
-            .field("keys", &self.keys.len())
-            .field("window", &self.window)
-            .finish()
-    }
-}
-
-/// Parses the comma-separated key list of [`KEYS_ENV`]; blanks around keys are ignored.
-/// Errors say which key is wrong, never its value.
-pub fn parse_keys(list: &str) -> Result<Vec<Vec<u8>>, String> {
-    let keys: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .collect();
-    if keys.is_empty() {
-        return Err("no key (expected comma-separated keys; the first signs)".into());
-    }
-    for (i, k) in keys.iter().enumerate() {
-        if k.len() < MIN_KEY_LEN {
-            return Err(format!(
-                "key {} is {} bytes; use at least {MIN_KEY_LEN} (e.g. `openssl rand -hex 32`)",
-                i + 1,
-                k.len()
-            ));
-        }
-    }
-    Ok(keys.into_iter().map(|k| k.as_bytes().to_vec()).collect())
+/// Parses the comma-separated key list of [`KEYS_ENV`]; blanks around keys are ignored, and
+/// at least one key is required. Errors say which key is wrong, never its value.
+pub fn parse_keys(list: &str) -> Result<KeyRing, String> {
+    KeyRing::parse_non_empty(list).map_err(|e| e.to_string())
 }
 
 impl MediaSigner {
-    /// A signer over `keys` (non-empty; the first signs) with a `window` of seconds (> 0).
-    pub fn new(keys: Vec<Vec<u8>>, window: u64) -> MediaSigner {
+    /// A signer over `keys` (non-empty; the first signs) with a `window` of seconds (0
+    /// counts as 1).
+    pub fn new(keys: KeyRing, window: u64) -> MediaSigner {
         MediaSigner {
             keys,
             window: window.max(1),
@@ -96,31 +36,17 @@ impl MediaSigner {
     /// The expiry of a URL made at `now`: `now + window` rounded up to a multiple of the
     /// window, so it is the same for every URL made within one window.
     pub fn expiry(&self, now: u64) -> u64 {
-        now.saturating_add(self.window)
-            .div_ceil(self.window)
-            .saturating_mul(self.window)
-    }
-
-    fn mac(key: &[u8], sha256: &str, exp: u64) -> HmacSha256 {
-        // new_from_slice accepts any key length for HMAC; the fallback is never taken.
-        let mut mac = HmacSha256::new_from_slice(key)
-            .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
-        mac.update(sha256.as_bytes());
-        mac.update(b".");
-        mac.update(exp.to_string().as_bytes());
-        mac
+        komora_signing::expiry(now, self.window)
     }
 
     /// Hex HMAC-SHA256 of `"<sha256>.<exp>"` with the signing (first) key.
     pub fn sign(&self, sha256: &str, exp: u64) -> String {
-        let key = self.keys.first().map_or(&[][..], Vec::as_slice);
-        hex::encode(Self::mac(key, sha256, exp).finalize().into_bytes())
+        self.keys.sign(sha256, exp)
     }
 
     /// The query string (`exp=…&sig=…`) of the URL of `sha256` made at `now`.
     pub fn query(&self, sha256: &str, now: u64) -> String {
-        let exp = self.expiry(now);
-        format!("exp={exp}&sig={}", self.sign(sha256, exp))
+        self.keys.query(sha256, self.expiry(now))
     }
 
     /// Checks the `exp` and `sig` of a request for `sha256` at `now` (constant-time compare
@@ -132,59 +58,23 @@ impl MediaSigner {
         sig: Option<&str>,
         now: u64,
     ) -> Result<(), Denied> {
-        let (Some(exp), Some(sig)) = (exp, sig) else {
-            return Err(Denied::Unsigned);
-        };
-        let exp_ok = !exp.is_empty() && exp.len() <= 20 && exp.bytes().all(|b| b.is_ascii_digit());
-        let Some(exp_n) = exp_ok.then(|| exp.parse::<u64>().ok()).flatten() else {
-            return Err(Denied::Unsigned);
-        };
-        let Some(sig) = (sig.len() == 64).then(|| hex::decode(sig).ok()).flatten() else {
-            return Err(Denied::Unsigned);
-        };
-        if exp_n <= now {
-            return Err(Denied::Expired);
-        }
-        // The signed text is the canonical decimal; `exp=0123` is not what was signed.
-        if exp_n.to_string() != exp {
-            return Err(Denied::BadSignature);
-        }
-        let ok = self
-            .keys
-            .iter()
-            .any(|k| Self::mac(k, sha256, exp_n).verify_slice(&sig).is_ok());
-        if ok {
-            Ok(())
-        } else {
-            Err(Denied::BadSignature)
-        }
+        self.keys.verify(sha256, exp, sig, now).map(|_| ())
     }
-}
-
-/// Seconds since the Unix epoch now (0 if the clock is before it): the origin's one clock,
-/// `crate::db::now_ms`, in seconds.
-pub fn unix_now() -> u64 {
-    u64::try_from(crate::db::now_ms().div_euclid(1000)).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn signer(window: u64) -> MediaSigner {
-        MediaSigner::new(vec![b"k".repeat(32)], window)
-    }
-
     #[test]
-    fn expiry_is_at_least_one_window_and_less_than_two() {
-        let s = signer(100);
-        assert_eq!(s.expiry(1000), 1100);
-        assert_eq!(s.expiry(1001), 1200);
-        assert_eq!(s.expiry(1099), 1200);
-        for now in 1000..1300 {
-            let left = s.expiry(now) - now;
-            assert!((100..200).contains(&left), "{now}: {left}");
-        }
+    fn urls_made_in_one_window_repeat_and_verify() {
+        let s = MediaSigner::new(parse_keys(&"k".repeat(32)).unwrap(), 100); // unwrap: test-only
+        assert_eq!(s.query("abc", 1001), s.query("abc", 1099));
+        let q = s.query("abc", 1001);
+        let (exp, sig) = komora_signing::signature_params(Some(&q));
+        assert_eq!(exp, Some("1200"));
+        assert_eq!(s.verify("abc", exp, sig, 1199), Ok(()));
+        assert_eq!(s.verify("abc", exp, sig, 1200), Err(Denied::Expired));
     }
 
     #[test]

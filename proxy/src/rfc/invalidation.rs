@@ -2,8 +2,22 @@
 //! in `Location` and `Content-Location` of a non-error response, when they are on the same
 //! origin (a relative reference, or an absolute one naming the request's own host) — another
 //! origin's URIs must not be invalidated, which would let one site purge another's content.
+//! Which methods invalidate: every one not known to be safe ([`unsafe_method`]).
 
 use http::header::{CONTENT_LOCATION, HOST, LOCATION};
+use http::Method;
+
+/// Whether a request with `method` invalidates what it targets: every method that is not
+/// safe, including methods whose safety the edge does not know (§4.4: "including methods
+/// whose safety is unknown"), so an extension method (`PROPPATCH`, `MKCOL`, ...) that
+/// changes the resource cannot leave a stale copy behind. The safe methods are RFC 9110
+/// §9.2.1's: `GET`, `HEAD`, `OPTIONS`, `TRACE`.
+pub fn unsafe_method(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
 use pingora::http::{RequestHeader, ResponseHeader};
 
 /// The same-origin path-and-query of `value` for a request to `host` at `path`.
@@ -73,6 +87,27 @@ pub fn also_invalidated(req: &RequestHeader, resp: &ResponseHeader) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_method_not_known_safe_invalidates() {
+        for m in [
+            "POST",
+            "PUT",
+            "DELETE",
+            "PATCH",
+            "PROPPATCH",
+            "MKCOL",
+            "FROB",
+        ] {
+            assert!(
+                unsafe_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            ); // unwrap: test-only
+        }
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(!unsafe_method(&m), "{m}");
+        }
+    }
 
     #[test]
     fn only_same_origin_locations() {

@@ -4,6 +4,7 @@
 //! - [`Semantics`]: a route's choices where the RFCs allow them, and RFC 9213 targeted fields.
 //! - [`directives`]: what may be stored, hop-by-hop fields, the 304 header update.
 //! - [`freshness`]: freshness lifetime and current age (RFC 9111 §4.2).
+//! - [`head`]: HEAD responses updating or invalidating a stored GET response (§4.3.5).
 //! - [`invalidation`]: what an unsafe request's answer invalidates besides its target (§4.4).
 //! - [`request`]: request `Cache-Control` directives, a route option (§5.2.1).
 //! - [`vary`]: secondary cache keys (RFC 9111 §4.1): which stored variant answers a request.
@@ -13,6 +14,7 @@
 
 pub mod directives;
 pub mod freshness;
+pub mod head;
 pub mod invalidation;
 pub mod request;
 pub mod vary;
@@ -45,7 +47,7 @@ pub const DEFAULT_TARGETED_FIELD: &str = "cdn-cache-control";
 
 impl Semantics {
     /// The cache-control that governs this edge for `resp` and the field it came from: the
-    /// first targeted field present, else `Cache-Control`.
+    /// first targeted field present and valid ([`targeted_valid`]), else `Cache-Control`.
     pub fn cache_control(
         &self,
         resp: &pingora::http::ResponseHeader,
@@ -55,6 +57,9 @@ impl Semantics {
     ) {
         use pingora::cache::cache_control::CacheControl;
         for name in &self.targeted {
+            if !targeted_valid(&resp.headers, name) {
+                continue;
+            }
             if let Some(cc) = CacheControl::from_resp_headers_named(name.as_str(), resp) {
                 return (Some(cc), name);
             }
@@ -85,6 +90,34 @@ impl Default for Semantics {
     }
 }
 
+/// The `Via` member the edge adds to every request it forwards (RFC 9110 §7.6.3: a gateway
+/// MUST send one in each inbound request): the protocol version it received the request
+/// with, and a pseudonym rather than a host name (the edge's address is nobody's business).
+/// Appended after any `Via` the client sent, so the chain stays in order.
+pub fn via(received: http::Version) -> &'static str {
+    match received {
+        http::Version::HTTP_09 => "0.9 komora-edge",
+        http::Version::HTTP_10 => "1.0 komora-edge",
+        http::Version::HTTP_2 => "2 komora-edge",
+        http::Version::HTTP_3 => "3 komora-edge",
+        _ => "1.1 komora-edge",
+    }
+}
+
+/// Whether the targeted field `name` of a response is one the edge follows (RFC 9213 §2.2):
+/// present, not empty, and its lines combined parse as a Structured Fields Dictionary. An
+/// empty or unparsable one MUST be ignored, as if absent, so `Cache-Control` decides again.
+pub fn targeted_valid(headers: &http::HeaderMap, name: &http::HeaderName) -> bool {
+    let mut combined: Vec<u8> = Vec::new();
+    for line in headers.get_all(name) {
+        if !combined.is_empty() {
+            combined.extend_from_slice(b", ");
+        }
+        combined.extend_from_slice(line.as_bytes());
+    }
+    !combined.trim_ascii().is_empty() && sfv::Parser::parse_dictionary(&combined).is_ok()
+}
+
 /// Heuristic freshness parameters (§4.2.2).
 #[derive(Debug, Clone, Copy)]
 pub struct Heuristic {
@@ -92,4 +125,31 @@ pub struct Heuristic {
     pub percent: u32,
     /// Upper bound of the heuristic lifetime.
     pub max: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targeted_fields_must_be_sf_dictionaries() {
+        let name = http::HeaderName::from_static(DEFAULT_TARGETED_FIELD);
+        let with = |vals: &[&'static str]| {
+            let mut h = http::HeaderMap::new();
+            for v in vals {
+                h.append(name.clone(), http::HeaderValue::from_static(v));
+            }
+            targeted_valid(&h, &name)
+        };
+        assert!(with(&["max-age=60"]));
+        assert!(with(&["max-age=60, stale-if-error=30", "no-transform"]));
+        assert!(with(&["private=\"set-cookie\", must-revalidate"]));
+        assert!(!with(&[]));
+        assert!(!with(&[""]));
+        assert!(!with(&["  "]));
+        // Keys are lowercase; a value is an item, not free text.
+        assert!(!with(&["Max-Age=60"]));
+        assert!(!with(&["max-age=60 seconds"]));
+        assert!(!with(&["max-age=60,,"]));
+    }
 }

@@ -10,10 +10,12 @@
 mod common;
 mod origin;
 
+mod rfc9110_7_6_3_via;
 mod rfc9111_3_storing;
 mod rfc9111_4_1_vary;
 mod rfc9111_4_2_freshness;
 mod rfc9111_4_3_4_update;
+mod rfc9111_4_3_5_head;
 mod rfc9111_4_4_invalidation;
 mod rfc9111_5_2_1_request;
 mod rfc9111_5_2_directives;

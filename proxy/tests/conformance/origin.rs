@@ -115,6 +115,18 @@ impl Origin {
         *self.state.counts.lock().unwrap().get(path).unwrap_or(&0)
     }
 
+    /// Methods of the requests received for `path`, in arrival order.
+    pub fn methods(&self, path: &str) -> Vec<String> {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, _)| p == path)
+            .map(|(m, _, _)| m.clone())
+            .collect()
+    }
+
     /// Headers of the last request received for `path`.
     pub fn last_headers(&self, path: &str) -> Vec<(String, String)> {
         self.state
@@ -204,4 +216,12 @@ async fn serve(mut sock: TcpStream, state: Arc<State>) {
             return;
         }
     }
+}
+
+/// The first value of `name` in `headers` (as [`Origin::last_headers`] returns them).
+pub fn header_of(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }

@@ -159,3 +159,31 @@ async fn every_hit_carries_age_also_range_and_head() {
     assert!(head_age >= 7);
     assert_eq!(origin.count("/rfc/a"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_304_from_the_cache_carries_age() {
+    // §4: a stored response used without validation gets Age, the 304 form of it too.
+    let origin = Origin::start().await;
+    origin.on("/rfc/a304", |_| {
+        Resp::new(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("age", "7"),
+                ("etag", "\"e\""),
+            ],
+            "0123456789",
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let edge = edge(&origin, &dir.path().join("c"), "");
+    get(&edge.url("/rfc/a304"), &[]).await;
+    for extra in [vec![], vec![("range", "bytes=0-1")]] {
+        let mut h = vec![("if-none-match", "\"e\"")];
+        h.extend(extra);
+        let r = get(&edge.url("/rfc/a304"), &h).await;
+        assert_eq!((r.status, r.cache_status()), (304, "HIT"), "{h:?}");
+        assert!(age(&r) >= 7, "{h:?}: {:?}", r.headers);
+    }
+    assert_eq!(origin.count("/rfc/a304"), 1);
+}

@@ -94,3 +94,42 @@ async fn another_origins_location_is_not_invalidated() {
     let r = get(&e.url("/rfc/i/keep"), &[]).await;
     assert_eq!((r.cache_status(), origin.count("/rfc/i/keep")), ("HIT", 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn methods_of_unknown_safety_invalidate_and_safe_ones_do_not() {
+    let origin = Origin::start().await;
+    origin.on("/rfc/i/x", |r| {
+        if r.method == "GET" {
+            Resp::new(
+                200,
+                &[("cache-control", "max-age=600")],
+                format!("x {}", r.n),
+            )
+        } else {
+            Resp::new(204, &[], "")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = edge(&origin, &dir.path().join("c"), "");
+    let url = e.url("/rfc/i/x");
+    let send = |m: &'static str| {
+        let url = url.clone();
+        async move {
+            let m = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+            client().request(m, url).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(get(&url, &[]).await.sha(), sha256_hex(b"x 1"));
+    // A safe method does not invalidate (OPTIONS is not cached, so it reaches the origin).
+    assert_eq!(send("OPTIONS").await, 204);
+    let r = get(&url, &[]).await;
+    assert_eq!((r.cache_status(), r.sha()), ("HIT", sha256_hex(b"x 1")));
+    // An extension method the edge knows nothing about does (RFC 9111 §4.4).
+    assert_eq!(send("FROB").await, 204);
+    let r = get(&url, &[]).await;
+    assert_eq!((r.cache_status(), r.sha()), ("MISS", sha256_hex(b"x 4")));
+    assert_eq!(
+        origin.methods("/rfc/i/x"),
+        ["GET", "OPTIONS", "FROB", "GET"]
+    );
+}

@@ -90,3 +90,27 @@ async fn the_targeted_field_list_is_configurable() {
     assert_eq!(n, 2);
     assert_eq!(r.header("cdn-cache-control"), "max-age=600");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_or_unparsable_targeted_field_is_ignored() {
+    // RFC 9213 §2.2: parsed as a Structured Fields Dictionary; empty or a parse error and
+    // the field is ignored, so Cache-Control (max-age=600) decides.
+    for bad in ["", "Max-Age=0", "max-age=0 seconds", "no-store,,"] {
+        let headers: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+            ("cache-control", "max-age=600"),
+            ("cdn-cache-control", bad),
+        ]));
+        let (n, hit) = twice("", headers).await;
+        assert_eq!((n, hit.cache_status()), (1, "HIT"), "{bad:?}");
+    }
+    // The control: a valid one still governs.
+    let (n, _) = twice(
+        "",
+        &[
+            ("cache-control", "max-age=600"),
+            ("cdn-cache-control", "max-age=0"),
+        ],
+    )
+    .await;
+    assert_eq!(n, 2);
+}
