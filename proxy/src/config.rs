@@ -275,7 +275,7 @@ pub struct RawAccessLog {
     /// total time in seconds, bytes sent including the head, request id; `-` when unknown) or
     /// `"json"` (one object per line, the same fields by name). Default `"combined"`.
     pub format: Option<String>,
-    /// Lines queued for the writer before new ones are dropped (it drains every 2 ms).
+    /// Lines queued for the writer before new ones are dropped (it drains every 20 ms).
     /// Count. Default 16384, range 1..=1048576; the queue is allocated up front, about
     /// 400 bytes per line.
     pub queue_lines: Option<u64>,
