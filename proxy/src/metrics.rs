@@ -17,6 +17,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Body bytes sent to clients by source tier (`memory`, `disk`, `origin`).
     pub bytes_served: IntCounterVec,
+    /// `bytes_served` per [`Tier`], resolved once (the hit path counts every response).
+    served_by: Vec<IntCounter>,
     /// Entries currently stored, by tier.
     pub entries: IntGaugeVec,
     /// Bytes currently stored, by tier.
@@ -211,7 +213,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .iter()
         .map(|s| requests.with_label_values(&[s.as_str()]))
         .collect();
+    let served_by = Tier::ALL
+        .iter()
+        .map(|t| bytes_served.with_label_values(&[t.as_str()]))
+        .collect();
     Ok(Metrics {
+        served_by,
         cache_write_failures,
         fill_readers_cut_off,
         by_status,
@@ -243,7 +250,46 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     build().expect("metric names are unique") // unwrap: static names, checked by tests
 });
 
+/// Where served body bytes came from (the `tier` label of `komora_edge_bytes_served_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The memory tier.
+    Memory,
+    /// The disk tier.
+    Disk,
+    /// An object being filled, read from the fill.
+    Fill,
+    /// Straight from the origin.
+    Origin,
+}
+
+impl Tier {
+    /// Every tier, in label order.
+    pub const ALL: [Tier; 4] = [Tier::Memory, Tier::Disk, Tier::Fill, Tier::Origin];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+            Tier::Fill => "fill",
+            Tier::Origin => "origin",
+        }
+    }
+}
+
 impl Metrics {
+    /// Count `bytes` of response body served from `tier`.
+    pub fn served(&self, tier: Tier, bytes: u64) {
+        match self.served_by.get(tier as usize) {
+            Some(c) => c.inc_by(bytes),
+            None => self
+                .bytes_served
+                .with_label_values(&[tier.as_str()])
+                .inc_by(bytes),
+        }
+    }
+
     /// Count one request with its cache status.
     pub fn request(&self, status: CacheStatus) {
         match self.by_status.get(status.index()) {

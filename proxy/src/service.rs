@@ -11,7 +11,7 @@ use crate::cache_status::CacheStatus;
 use crate::config::{EdgeConfig, KeyQuery, Route, RouteMode};
 use crate::connection;
 use crate::direct::{self, Body, BodyFile, HeadKind};
-use crate::metrics::{ClientClosedPhase, METRICS};
+use crate::metrics::{ClientClosedPhase, Tier, METRICS};
 use crate::policy;
 use crate::rfc;
 use crate::signing;
@@ -103,7 +103,7 @@ impl Edge {
         if !self.any_deny {
             return false;
         }
-        if path.contains(['%', '.']) || path.contains("//") {
+        if policy::needs_normalizing(path) {
             deny(&policy::normalized_path(path))
         } else {
             deny(path)
@@ -349,7 +349,7 @@ impl Edge {
                 _ => Body::Bytes(&entry.body),
             };
             let status = if not_modified { 304 } else { 200 };
-            ctx.direct = Some(write_direct(session, fd, head, body, "memory", status).await);
+            ctx.direct = Some(write_direct(session, fd, head, body, Tier::Memory, status).await);
             return Ok(true);
         }
 
@@ -360,10 +360,7 @@ impl Edge {
             .await
             .map_err(|e| e.into_down())?;
         if !header_only {
-            METRICS
-                .bytes_served
-                .with_label_values(&["memory"])
-                .inc_by(entry.body.len() as u64);
+            METRICS.served(Tier::Memory, entry.body.len() as u64);
             session
                 .write_response_body(Some(entry.body.clone()), true)
                 .await
@@ -402,7 +399,7 @@ impl Edge {
             Body::File(file)
         };
         let status = if not_modified { 304 } else { 200 };
-        ctx.direct = Some(write_direct(session, fd, head, body, "disk", status).await);
+        ctx.direct = Some(write_direct(session, fd, head, body, Tier::Disk, status).await);
         true
     }
 }
@@ -525,14 +522,14 @@ async fn write_direct(
     fd: RawFd,
     head: Bytes,
     body: Body<'_>,
-    tier: &'static str,
+    tier: Tier,
     status: u16,
 ) -> DirectSent {
     let (len, sendfile) = (body.size(), matches!(body, Body::File(_)));
     let head_len = head.len() as u64;
     let written = match direct::send_response(fd, &head, body).await {
         Ok(n) => {
-            METRICS.bytes_served.with_label_values(&[tier]).inc_by(len);
+            METRICS.served(tier, len);
             if sendfile {
                 METRICS.sendfile_responses.inc();
             }
@@ -1051,10 +1048,7 @@ impl ProxyHttp for Edge {
                 .map_err(|e| e.into_down());
         }
         if let Some(b) = body {
-            METRICS
-                .bytes_served
-                .with_label_values(&["origin"])
-                .inc_by(b.len() as u64);
+            METRICS.served(Tier::Origin, b.len() as u64);
         }
         if end_of_stream {
             if let Some(start) = ctx.upstream_start.take() {

@@ -282,7 +282,7 @@ pub struct RawAccessLog {
     /// `"json"` (one object per line, the same fields by name). Default `"combined"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// Lines queued for the writer before new ones are dropped (it drains every 2 ms).
+    /// Lines queued for the writer before new ones are dropped (it drains every 20 ms).
     /// Count. Default 16384 ([`DEFAULT_ACCESS_LOG_QUEUE_LINES`]), range 1..=1048576; the queue is allocated up front, about
     /// 400 bytes per line.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -28,7 +28,7 @@ pub mod memory;
 use crate::config::CacheSettings;
 use crate::direct::BodyFile;
 use crate::eviction::{identity, Verified};
-use crate::metrics::METRICS;
+use crate::metrics::{Tier, METRICS};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use disk::{DiskLookup, DiskTier, DiskWriter};
@@ -301,7 +301,7 @@ pub struct MemHit {
     start: usize,
     end: usize,
     done: bool,
-    tier: &'static str,
+    tier: Tier,
 }
 
 /// Hit handler streaming a large body from its file in chunks.
@@ -340,7 +340,7 @@ pub enum TieredHit {
 }
 
 impl TieredHit {
-    fn mem(body: Bytes, tier: &'static str) -> Self {
+    fn mem(body: Bytes, tier: Tier) -> Self {
         let end = body.len();
         TieredHit::Mem(MemHit {
             body,
@@ -445,10 +445,7 @@ impl HandleHit for TieredHit {
                     return Ok(None);
                 }
                 m.done = true;
-                METRICS
-                    .bytes_served
-                    .with_label_values(&[m.tier])
-                    .inc_by((m.end - m.start) as u64);
+                METRICS.served(m.tier, (m.end - m.start) as u64);
                 Ok(Some(m.body.slice(m.start..m.end)))
             }
             TieredHit::Disk(d) => {
@@ -460,20 +457,14 @@ impl HandleHit for TieredHit {
                 tokio::task::consume_budget().await;
                 let chunk = d.read_chunk()?;
                 if let Some(c) = &chunk {
-                    METRICS
-                        .bytes_served
-                        .with_label_values(&["disk"])
-                        .inc_by(c.len() as u64);
+                    METRICS.served(Tier::Disk, c.len() as u64);
                 }
                 Ok(chunk)
             }
             TieredHit::Fill(f) => {
                 let chunk = f.read().await?;
                 if let Some(c) = &chunk {
-                    METRICS
-                        .bytes_served
-                        .with_label_values(&["fill"])
-                        .inc_by(c.len() as u64);
+                    METRICS.served(Tier::Fill, c.len() as u64);
                 }
                 Ok(chunk)
             }
@@ -714,7 +705,7 @@ impl Storage for TieredStorage {
             }
             return Ok(Some((
                 meta,
-                Box::new(TieredHit::mem(e.body.clone(), "memory")),
+                Box::new(TieredHit::mem(e.body.clone(), Tier::Memory)),
             )));
         }
         let h = hash.clone();
@@ -729,7 +720,7 @@ impl Storage for TieredStorage {
             Some(DiskLookup::Small(m, body, file)) => match self.promote(hash, m, body, file) {
                 Some((meta, e)) => Ok(Some((
                     meta,
-                    Box::new(TieredHit::mem(e.body.clone(), "disk")),
+                    Box::new(TieredHit::mem(e.body.clone(), Tier::Disk)),
                 ))),
                 None => Ok(None),
             },
