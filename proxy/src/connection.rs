@@ -7,7 +7,8 @@
 //!   HTTP/1.x connection runs the same keep-alive loop
 //!   pingora's would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
 //!   requests are answered in order, pingora's default closes after the first), and each
-//!   request head has a total deadline.
+//!   request head has a total deadline. Between requests (and until a head is complete)
+//!   the connection waits in [`crate::idle`] with no pingora session allocated.
 //! - [`HeadDeadline`]: the stream wrapper that enforces that deadline. Pingora only bounds
 //!   each read of a request head (by the keep-alive timeout), so a client sending one
 //!   header line every 20 s could hold a connection for as long as it liked (slowloris).
@@ -25,7 +26,7 @@
 //!   the connection is closed (RFC 9113 §5.4.1 lets an endpoint close without GOAWAY).
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{
@@ -45,10 +46,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::idle;
 use crate::service::Edge;
 
-/// Keep-alive timeout between requests on an HTTP/1 connection, seconds (pingora's default).
-const KEEPALIVE_SECS: u64 = 60;
+/// Keep-alive timeout between requests on an HTTP/1 connection (pingora's default, 60 s).
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// What a 408 looks like on the wire: no body, and the connection ends with it.
 const TIMEOUT_RESPONSE: &[u8] =
@@ -463,6 +465,8 @@ impl Peek for HeadDeadline {
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Edge>>,
     header_timeout: Duration,
+    /// Wakes connections waiting for a head in [`idle::read_head`] at shutdown.
+    closing: idle::Closing,
 }
 
 impl EdgeApp {
@@ -471,6 +475,7 @@ impl EdgeApp {
         EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout,
+            closing: idle::Closing::default(),
         }
     }
 }
@@ -488,35 +493,56 @@ impl ServerApp for EdgeApp {
             let stream: Stream = Box::new(HeadDeadline::new_h2(stream, self.header_timeout));
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let stream: Stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
-        let mut session = ServerSession::new_http1(stream);
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(KEEPALIVE_SECS));
-        }
-        session.set_keepalive_reuses_remaining(
-            self.proxy
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit),
-        );
-        // Carried to every later request on the connection by pingora's persistent settings.
-        session.set_pipelining_enabled(true);
-        let mut result = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = result.map(|r| r.consume()) {
-            if let Some(guard) = (*stream).as_any().downcast_ref::<HeadDeadline>() {
+        let mut stream: Stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
+        // `None` before the first request; afterwards what pingora carries to the next one.
+        let mut carried: Option<Option<HttpPersistentSettings>> = None;
+        loop {
+            // Wait for the head here, with nothing but the socket and the bytes received
+            // (see `crate::idle`), unless pingora already holds the next request's bytes.
+            let pipelined = matches!(&carried, Some(Some(s)) if idle::carries_prefix(s));
+            let head = if pipelined {
+                None
+            } else {
+                Some(idle::read_head(&mut stream, KEEPALIVE, &self.closing).await?)
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match carried {
+                None => {
+                    if *shutdown.borrow() {
+                        session.set_keepalive(None);
+                    } else {
+                        session.set_keepalive(Some(KEEPALIVE.as_secs()));
+                    }
+                    session.set_keepalive_reuses_remaining(
+                        self.proxy
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                    // Carried to every later request on the connection by pingora's
+                    // persistent settings.
+                    session.set_pipelining_enabled(true);
+                }
+                Some(Some(settings)) => settings.apply_to_session(&mut session),
+                Some(None) => {}
+            }
+            if let Some(head) = head {
+                session.set_pipelined_prefix(head);
+            }
+            let (next, settings) = self
+                .proxy
+                .process_new_http(session, shutdown)
+                .await?
+                .consume();
+            if let Some(guard) = (*next).as_any().downcast_ref::<HeadDeadline>() {
                 guard.set_phase(Phase::Idle);
             }
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            result = self.proxy.process_new_http(session, shutdown).await;
+            stream = next;
+            carried = Some(settings);
         }
-        None
     }
 
     async fn cleanup(&self) {
+        self.closing.close();
         self.proxy.http_cleanup().await;
     }
 }

@@ -4,7 +4,8 @@
 //! - [`server`]: builds the pingora `Server` (listeners, origin health checks, admin).
 //! - [`service`]: the `ProxyHttp` hooks; [`policy`]: what is stored and for how long;
 //!   [`rfc`]: the HTTP caching rules (RFC 9111, RFC 9213) policy and hooks apply.
-//! - [`connection`]: the HTTP/1 connection loop (pipelining, request head deadline).
+//! - [`connection`]: the HTTP/1 connection loop (pipelining, request head deadline);
+//!   [`idle`]: waiting for the next head with no request state allocated.
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
 //! - [`direct`]: memory hits written straight to plain HTTP/1.1 sockets (sendfile for large bodies).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod connection;
 pub mod direct;
 pub mod eviction;
+pub mod idle;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

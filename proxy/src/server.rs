@@ -14,6 +14,8 @@ use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -117,7 +119,15 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
     );
     let mut proxy = Service::new("komora-edge".to_string(), app);
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No L4 read buffer on plain HTTP: pingora's default is a 64 KiB buffer per
+        // connection, held for the connection's life, while every read here already goes
+        // into a buffer of its own (request heads: `crate::idle`, bodies: pingora's).
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings {
+                read: Some(0),
+                write: None,
+            }),
+        );
     }
     if let Some((cert, key)) = &config.server.tls_cert_key {
         for addr in &config.server.tls_listen {

@@ -9,6 +9,7 @@ mod config;
 mod fill;
 mod h2;
 mod hostile;
+mod idle;
 mod integrity;
 mod server;
 mod signed;

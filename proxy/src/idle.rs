@@ -1,0 +1,207 @@
+//! Waiting for an HTTP/1 connection's next request head with no request state allocated.
+//!
+//! Between requests a keep-alive connection needs nothing but its socket. pingora waits for
+//! the next head inside `process_new_http`, whose future is sized for the whole proxy state
+//! machine and which allocates a 4 KiB head buffer before its first read, so every idle or
+//! slow client held all of that for as long as it liked (`bench/README-edge.md`, "Memory").
+//! [`read_head`] waits in the edge's connection loop instead, reading through a buffer on
+//! the stack, and keeps only the bytes received (the head so far) until the head is
+//! complete; the loop then starts pingora's session with those bytes as its "pipelined
+//! prefix", so pingora parses them without a read of its own.
+//!
+//! The head deadline still applies: the reads go through [`crate::connection::HeadDeadline`],
+//! which answers 408 and fails the read when a head takes too long.
+
+use crate::metrics::{ClientClosedPhase, METRICS};
+use bytes::BytesMut;
+use pingora::apps::HttpPersistentSettings;
+use pingora::protocols::Stream;
+use std::fmt::{self, Write as _};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::ReadBuf;
+use tokio::sync::Notify;
+
+/// Bytes read per read call (on the stack, not kept).
+const READ_CHUNK: usize = 4096;
+
+/// A head still incomplete at this size is handed to pingora as it is: pingora reads the
+/// rest and enforces its own header size limit (400 beyond it).
+const MAX_HELD_HEAD: usize = 64 * 1024;
+
+/// Room pingora gets behind a head handed over incomplete, so its next read is not a
+/// 64-byte one.
+const HANDOVER_SPARE: usize = 4096;
+
+/// The edge's "stop taking requests" signal for connections waiting here (pingora's own
+/// waiters are woken by its `http_cleanup`).
+#[derive(Debug, Default)]
+pub struct Closing {
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl Closing {
+    /// Wake every waiting connection and make later waits return at once.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Whether a head is complete in `buf`: a line feed, an optional carriage return, then a
+/// line feed (httparse, which pingora uses, accepts bare LF line ends too). `from` is where
+/// the bytes not scanned before start; the scan backs up two bytes so a terminator split
+/// across reads is found.
+fn head_complete_in(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    let tail = &buf[start..];
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n'
+            && match tail.get(i + 1) {
+                Some(b'\n') => true,
+                Some(b'\r') => tail.get(i + 2) == Some(&b'\n'),
+                _ => false,
+            }
+    })
+}
+
+/// Read into `held` until it holds a complete head (or more than [`MAX_HELD_HEAD`]
+/// bytes), or the stream ends. Nothing but `held` outlives a poll.
+fn poll_head(
+    stream: &mut Stream,
+    held: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut **stream).poll_read(cx, &mut rb) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        let got = rb.filled();
+        if got.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let from = held.len();
+        held.extend_from_slice(got);
+        if head_complete_in(held, from) {
+            return Poll::Ready(Ok(()));
+        }
+        if held.len() > MAX_HELD_HEAD {
+            held.reserve(HANDOVER_SPARE);
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+/// Wait for the next request head on `stream`: its bytes (the complete head, plus whatever
+/// followed it in the same reads), or `None` when the connection should just close: the
+/// client hung up or sent nothing for `idle`, a read failed (the head deadline's 408
+/// included), or `closing` was signalled while nothing had arrived.
+pub async fn read_head(stream: &mut Stream, idle: Duration, closing: &Closing) -> Option<BytesMut> {
+    let mut held = BytesMut::new();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let notified = closing.notify.notified();
+    tokio::pin!(notified);
+    let done = poll_fn(|cx| {
+        if held.is_empty() {
+            // Idle: no head has started; the keep-alive timeout and shutdown apply.
+            if closing.is_closed() || notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
+            }
+            if idle_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+            }
+        }
+        poll_head(stream, &mut held, cx)
+    })
+    .await;
+    match done {
+        Ok(()) => Some(held),
+        Err(e) => {
+            // A head cut short (the client hung up, or the deadline's 408) is counted as
+            // pingora's own head reads count it (`crate::logging`); a connection that sent
+            // nothing just ended its keep-alive.
+            if !held.is_empty() {
+                METRICS.client_closed(ClientClosedPhase::RequestHead);
+                tracing::debug!(error = %e, bytes = held.len(), "client closed mid-head");
+            }
+            None
+        }
+    }
+}
+
+/// Whether `settings` carry bytes of the next request already read (a pipelined request):
+/// then the next session must start at once, since the client may be waiting for the
+/// answer to a request it has sent whole.
+///
+/// pingora keeps the prefix private and offers no accessor, so this reads the settings'
+/// `Debug` output, stopping right after the field's first characters (no bytes of the
+/// prefix are formatted). Should the field ever be missing from the output, the answer is
+/// "yes": the session then starts at once and waits in pingora, which is correct, only
+/// not as lean; `tests/edge/idle.rs` would show the memory, the pipelining tests the
+/// correctness.
+pub fn carries_prefix(settings: &HttpPersistentSettings) -> bool {
+    /// Watches the formatted text for `pipelined_prefix: ` and stops the formatting as
+    /// soon as the value's first four characters tell `Some` from `None`.
+    struct Probe {
+        text: String,
+        answer: Option<bool>,
+    }
+    const FIELD: &str = "pipelined_prefix: ";
+    impl fmt::Write for Probe {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.text.push_str(s);
+            if let Some(at) = self.text.find(FIELD) {
+                let value = &self.text[at + FIELD.len()..];
+                if value.len() >= 4 {
+                    self.answer = Some(!value.starts_with("None"));
+                    return Err(fmt::Error);
+                }
+            } else if self.text.len() > FIELD.len() {
+                // Keep only a tail that could still start the field name.
+                let keep = self.text.len() - FIELD.len();
+                let cut = (keep..self.text.len())
+                    .find(|&i| self.text.is_char_boundary(i))
+                    .unwrap_or(self.text.len());
+                self.text.drain(..cut);
+            }
+            Ok(())
+        }
+    }
+    let mut probe = Probe {
+        text: String::with_capacity(64),
+        answer: None,
+    };
+    let _ = write!(probe, "{settings:?}");
+    probe.answer.unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_is_found_across_reads_and_line_ends() {
+        assert!(head_complete_in(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+        assert!(head_complete_in(b"GET / HTTP/1.1\nHost: a\n\n", 0));
+        assert!(!head_complete_in(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        // The terminator split over two reads: "\r\n" then "\r\n".
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(head_complete_in(buf, buf.len() - 2));
+        assert!(head_complete_in(buf, buf.len() - 1));
+    }
+}
