@@ -181,7 +181,20 @@ fn shipped_edge_toml_loads_to_the_values_its_comments_claim() {
                 vec![http::HeaderName::from_static("cdn-cache-control")],
             )
         };
-        // Longest prefix first.
+        // Longest prefix first. The shipped file adds the console's two routes to the
+        // built-in defaults.
+        let routes: Vec<_> = if std::ptr::eq(c, &file) {
+            assert_eq!(
+                routes[..2],
+                [
+                    route("/console/assets/", RouteMode::Cache, None, KeyQuery::All),
+                    route("/console/", RouteMode::Bypass, None, KeyQuery::All),
+                ]
+            );
+            routes[2..].to_vec()
+        } else {
+            routes
+        };
         assert_eq!(
             routes,
             [
@@ -256,6 +269,16 @@ fn docker_edge_toml_parses_to_exactly_its_keys() {
                 client_max_age_secs: Some(604_800),
                 cache_key_query: Some(RawKeyQuery::Mode("none".into())),
                 signed_urls: Some(true),
+                ..Default::default()
+            },
+            RawRoute {
+                prefix: Some("/console/assets/".into()),
+                mode: Some("cache".into()),
+                ..Default::default()
+            },
+            RawRoute {
+                prefix: Some("/console/".into()),
+                mode: Some("bypass".into()),
                 ..Default::default()
             },
             RawRoute {
