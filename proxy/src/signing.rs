@@ -93,8 +93,8 @@ mod tests {
 
     fn sign(key: &str, object: &str, exp: u64) -> String {
         komora_signing::KeyRing::parse(key)
-            .unwrap()
-            .sign(object, exp) // unwrap: test-only
+            .unwrap() // unwrap: test-only
+            .sign(object, exp)
     }
 
     #[test]

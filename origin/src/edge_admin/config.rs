@@ -220,7 +220,7 @@ mod tests {
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            ok.unwrap().edges[0].admin_url.as_str(),
+            ok.unwrap().edges[0].admin_url.as_str(), // unwrap: test-only
             "http://127.0.0.1:9180/"
         );
         let bad = [
@@ -254,7 +254,7 @@ mod tests {
             "{:?}",
             Edge {
                 name: "a".into(),
-                admin_url: url::Url::parse("http://h").unwrap(),
+                admin_url: url::Url::parse("http://h").unwrap(), // unwrap: test-only constant
                 token_env: "A".into(),
                 token: Some("s3cret".into()),
             }

@@ -201,7 +201,8 @@ odd_series{a="x\"y\\z",b="1"} 5 1700000000
 
     #[test]
     fn sample_lines_with_escaped_labels_and_timestamps_parse() {
-        let (name, labels, v) = sample(r#"odd_series{a="x\"y\\z",b="1"} 5 1700000000"#).unwrap();
+        let line = r#"odd_series{a="x\"y\\z",b="1"} 5 1700000000"#;
+        let (name, labels, v) = sample(line).unwrap(); // unwrap: test-only, a fixed sample line
         assert_eq!(name, "odd_series");
         assert_eq!(labels[0], ("a".into(), "x\"y\\z".into()));
         assert_eq!(labels[1], ("b".into(), "1".into()));

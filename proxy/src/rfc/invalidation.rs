@@ -100,7 +100,7 @@ mod tests {
             "FROB",
         ] {
             assert!(
-                unsafe_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                unsafe_method(&Method::from_bytes(m.as_bytes()).unwrap()), // unwrap: test-only, fixed method names
                 "{m}"
             ); // unwrap: test-only
         }
