@@ -12,7 +12,8 @@
 //! with a `SKIPPED` line, except under `CI=true`, where that fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use support::{copy_dir, forward_lines};
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -29,17 +32,6 @@ struct Started {
     edge: String,
     https: String,
     key: String,
-}
-
-fn forward_lines(pipe: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 }
 
 fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Started {
@@ -82,16 +74,6 @@ impl Drop for StopOnDrop {
         if let Ok(None) = self.0.try_wait() {
             let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
             let _ = self.0.wait();
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
 }

@@ -9,7 +9,8 @@
 //!   thumbnail is a MISS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -18,16 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-fn forward_lines(pipe: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-}
+use support::{copy_dir, forward_lines};
 
 /// Reads launcher output until ready; returns (edge host:port, admin key).
 fn read_until_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
@@ -45,16 +37,6 @@ fn read_until_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
             return (edge, key);
         } else if line.starts_with("komora: error") {
             panic!("komora up failed: {line}");
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
 }

@@ -5,6 +5,8 @@
 //! `komora-edge` next to it) on free ports with a fresh data folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
+
+use support::copy_dir;
 
 struct Started {
     edge: String,
@@ -82,16 +86,6 @@ fn read_until_ready(lines: &mpsc::Receiver<String>, timeout: Duration) -> Starte
             return s;
         } else if line.starts_with("komora: error") {
             panic!("komora up failed:\n{}", seen.join("\n"));
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
 }

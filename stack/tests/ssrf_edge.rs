@@ -5,7 +5,8 @@
 //! Runs `komora up` of this build on free ports with a fresh data folder, like the smoke test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -14,17 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Sends each line of `pipe` to `tx` (echoed to stderr) on a thread of its own.
-fn forward_lines(pipe: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-}
+use support::{copy_dir, forward_lines};
 
 /// Reads launcher output until ready; returns (edge host:port, edge admin URL).
 fn read_until_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
@@ -42,16 +33,6 @@ fn read_until_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
             return (edge, admin);
         } else if line.starts_with("komora: error") {
             panic!("komora up failed: {line}");
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
 }
