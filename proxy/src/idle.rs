@@ -65,14 +65,13 @@ impl Closing {
 /// across reads is found.
 fn head_complete_in(buf: &[u8], from: usize) -> bool {
     let start = from.saturating_sub(2);
-    let tail = &buf[start..];
-    tail.iter().enumerate().any(|(i, &b)| {
-        b == b'\n'
-            && match tail.get(i + 1) {
-                Some(b'\n') => true,
-                Some(b'\r') => tail.get(i + 2) == Some(&b'\n'),
-                _ => false,
-            }
+    let tail = buf.get(start..).unwrap_or_default();
+    // memchr: this runs over every request head, and a byte-at-a-time scan was the largest
+    // of the idle loop's own costs on a 304 (callgrind, ~1.3k instructions per request).
+    memchr::memchr_iter(b'\n', tail).any(|i| match tail.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => tail.get(i + 2) == Some(&b'\n'),
+        _ => false,
     })
 }
 
