@@ -116,7 +116,9 @@ impl Edge {
             return;
         };
         handle.drain_tasks();
-        tokio::spawn(sub.run());
+        // Its output is drained: what it reads from the fill is nobody's (this request
+        // reads and counts the same bytes).
+        tokio::spawn(crate::metrics::unread(sub.run()));
         ctx.filled_in_background = true;
         // Err: the subrequest ended first or never got that far; either way, go on.
         let _ = tokio::time::timeout(self.config.cache.lock_wait_timeout, rx).await;
@@ -270,6 +272,11 @@ impl Edge {
         Ok(())
     }
 
+    /// Origin body bytes are counted as served from the origin only when this request's
+    /// client reads them from here. A cache fill's client reads its own response from the
+    /// fill (pingora's miss body reader), whose reads storage counts as `fill`; a background
+    /// fill's subrequest has no client (its parent reads the fill). Counting those here too
+    /// counted one body two or three times.
     pub(super) fn upstream_body(
         &self,
         session: &mut Session,
@@ -283,7 +290,8 @@ impl Edge {
             return Error::e_explain(ErrorType::ConnectionClosed, "background fill not cached")
                 .map_err(|e| e.into_down());
         }
-        if let Some(b) = body {
+        let client_reads_this = session.cache.miss_body_reader().is_none();
+        if let Some(b) = body.as_ref().filter(|_| client_reads_this) {
             METRICS.served(Tier::Origin, b.len() as u64);
         }
         if end_of_stream {
