@@ -81,7 +81,6 @@ impl Phase {
     }
 }
 
-
 /// A downstream stream with a total deadline on each request head (see the module docs).
 ///
 /// Cheap on the hot path: a head that arrives in one read (the usual case) never arms a

@@ -50,7 +50,8 @@ fn client_closed_head(text: &str) -> bool {
         return false;
     };
     let etype = etype.trim_end_matches(',');
-    source == CLIENT_CLOSED_SOURCE.as_str() && CLIENT_CLOSED_TYPES.iter().any(|t| t.as_str() == etype)
+    source == CLIENT_CLOSED_SOURCE.as_str()
+        && CLIENT_CLOSED_TYPES.iter().any(|t| t.as_str() == etype)
 }
 
 /// Install the stderr subscriber with [`ClientClosedFilter`]. Call once, first thing.

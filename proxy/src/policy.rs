@@ -18,9 +18,9 @@
 
 use crate::cache_status::CacheStatus;
 use crate::config::{KeyQuery, Route, RouteMode};
-use crate::signing;
 use crate::rfc::directives;
 use crate::rfc::freshness::{self, Exchange};
+use crate::signing;
 use http::{header, HeaderValue, Method};
 use pingora::cache::cache_control::InterpretCacheControl;
 use pingora::cache::filters::calculate_serve_stale_durations;

@@ -114,7 +114,9 @@ pub async fn serve(
     // A disk lookup may have run on the blocking pool: Age and Date follow the clock now.
     let now = SystemTime::now();
     match (found, out) {
-        (Some(FreshHit::Memory(entry)), out) => memory_hit(out, &entry, route, signed_exp, now).await,
+        (Some(FreshHit::Memory(entry)), out) => {
+            memory_hit(out, &entry, route, signed_exp, now).await
+        }
         (Some(FreshHit::File(found)), Out::Direct(sock)) => {
             let (hot, file) = &*found;
             disk_hit(sock, route, signed_exp, now, hot, file).await

@@ -115,8 +115,7 @@ impl<'a> DirectSocket<'a> {
         // Progress: head bytes, then in-memory body bytes, then file body bytes.
         let mut sent_head = 0usize;
         let mut sent_mem = 0usize;
-        let (file_start, file_end) =
-            file.map_or((0, 0), |f| (f.offset(), f.offset() + f.len()));
+        let (file_start, file_end) = file.map_or((0, 0), |f| (f.offset(), f.offset() + f.len()));
         let mut pos = file_start;
         // Registered with tokio's reactor only if the socket buffer fills up: a dup of the
         // socket, because the original fd is already registered by pingora's stream.
@@ -172,15 +171,16 @@ impl<'a> DirectSocket<'a> {
             let w = match &waiter {
                 Some(w) => w,
                 None => {
-                    let registered = nix::unistd::dup(sock)
-                        .map_err(io::Error::from)
-                        .and_then(|dup| {
-                            // SAFETY: `dup` is an `OwnedFd` moved into the `AsyncFd`, so it
-                            // stays open and names the same file description for the
-                            // AsyncFd's life.
-                            unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
-                                .map_err(|e| e.into_parts().1)
-                        });
+                    let registered =
+                        nix::unistd::dup(sock)
+                            .map_err(io::Error::from)
+                            .and_then(|dup| {
+                                // SAFETY: `dup` is an `OwnedFd` moved into the `AsyncFd`, so it
+                                // stays open and names the same file description for the
+                                // AsyncFd's life.
+                                unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+                                    .map_err(|e| e.into_parts().1)
+                            });
                     match registered {
                         Ok(w) => waiter.insert(w),
                         Err(e) => return Err((e, written(sent_head, sent_mem, pos))),

@@ -149,7 +149,11 @@ impl Edge {
 
     /// The client's request directives narrow or widen what a stored response may answer,
     /// on routes that honor them (see [`rfc::request`]).
-    pub(super) fn hit_directives(&self, meta: &CacheMeta, ctx: &EdgeCtx) -> Option<ForcedFreshness> {
+    pub(super) fn hit_directives(
+        &self,
+        meta: &CacheMeta,
+        ctx: &EdgeCtx,
+    ) -> Option<ForcedFreshness> {
         ctx.req_directives
             .and_then(|d| d.hit(meta, SystemTime::now()))
     }

@@ -28,10 +28,10 @@ pub mod head_cache;
 pub mod memory;
 
 use crate::config::CacheSettings;
-use body_file::BodyFile;
 use crate::eviction::{identity, Verified};
 use crate::metrics::{Tier, METRICS};
 use async_trait::async_trait;
+use body_file::BodyFile;
 use bytes::{Bytes, BytesMut};
 use disk::{DiskLookup, DiskTier, DiskWriter};
 use fill::{Fill, FillHit, FillState, Fills};

@@ -487,12 +487,20 @@ async fn cold_fill_bytes_are_counted_once() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.headers()["x-cache-status"], "MISS");
     assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha);
-    assert_eq!(served_after(&edge, 1.0).await, size as f64, "HTTP/2 cold fill");
+    assert_eq!(
+        served_after(&edge, 1.0).await,
+        size as f64,
+        "HTTP/2 cold fill"
+    );
 
     // HTTP/1.1 the same way (its filling request reads its own fill).
     let sha = origin.put_media("/media/h1count", body_of(size, 96));
     let r = get(&edge.url("/media/h1count"), &[]).await;
     assert_eq!((r.cache_status(), r.sha()), ("MISS", sha));
-    assert_eq!(served_after(&edge, 2.0).await, 2.0 * size as f64, "HTTP/1.1 cold fill");
+    assert_eq!(
+        served_after(&edge, 2.0).await,
+        2.0 * size as f64,
+        "HTTP/1.1 cold fill"
+    );
     assert_eq!(origin.requests(), 2);
 }

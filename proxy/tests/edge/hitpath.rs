@@ -65,7 +65,14 @@ async fn exchange(sock: &mut TcpStream, head: &str, head_only: bool) -> Wire {
     };
     let text = String::from_utf8(buf[..head_end].to_vec()).unwrap();
     let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -125,15 +132,26 @@ fn assert_same(what: &str, a: &Wire, b: &Wire) {
 
 /// Fetch with `first` and `second` until both land in the same second (`Date` and
 /// `Expires` equal; a few tries at most), then compare them.
-async fn compare(edge: &EdgeProc, what: &str, path: &str, first: &str, second: &str, head_only: bool) -> Wire {
+async fn compare(
+    edge: &EdgeProc,
+    what: &str,
+    path: &str,
+    first: &str,
+    second: &str,
+    head_only: bool,
+) -> Wire {
     for attempt in 0..5 {
         let a = fetch(edge, path, first, head_only).await;
         let b = fetch(edge, path, second, head_only).await;
-        let same_second = a.header("date") == b.header("date")
-            && a.header("expires") == b.header("expires");
+        let same_second =
+            a.header("date") == b.header("date") && a.header("expires") == b.header("expires");
         if same_second || attempt == 4 {
             assert_eq!(a.header("x-cache-status"), Some("HIT"), "{what}: {first:?}");
-            assert_eq!(b.header("x-cache-status"), Some("HIT"), "{what}: {second:?}");
+            assert_eq!(
+                b.header("x-cache-status"),
+                Some("HIT"),
+                "{what}: {second:?}"
+            );
             assert_same(what, &a, &b);
             return a;
         }
