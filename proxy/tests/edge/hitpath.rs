@@ -191,7 +191,7 @@ async fn direct_and_pingora_hits_carry_the_same_headers() {
         let r = compare(&edge, path, path, DIRECT, SESSION, false).await;
         assert_eq!(sha256_hex(&r.body), *sha);
         compare(&edge, path, path, DIRECT, PINGORA, false).await;
-        // 304s to a matching validator, and HEAD, the same way.
+        // 304s to a matching validator the same way.
         let inm = format!("If-None-Match: \"{sha}\"\r\n");
         let r = compare(&edge, path, path, &inm, &format!("{inm}{PINGORA}"), true).await;
         assert_eq!(r.status, 304);
