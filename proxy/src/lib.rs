@@ -8,7 +8,8 @@
 //!   [`idle`]: waiting for the next head with no request state allocated.
 //! - [`storage`]: our `pingora_cache::Storage` (memory tier, disk tier, on-disk entry
 //!   format, streaming fills); [`eviction`]: the disk byte budget.
-//! - [`direct`]: memory hits written straight to plain HTTP/1.1 sockets (sendfile for large bodies).
+//! - [`hit`]: the fast path of fresh hits, written straight to plain HTTP/1.1 sockets
+//!   (sendfile for large bodies) or through pingora's session.
 //! - [`lock`]: the cache lock that collapses concurrent misses.
 //! - [`admin`]: purge and `/metrics`; [`metrics`]: the Prometheus registry.
 //! - [`signing`]: signed media URLs checked before the cache.
@@ -22,8 +23,8 @@ pub mod admin;
 pub mod cache_status;
 pub mod config;
 pub mod connection;
-pub mod direct;
 pub mod eviction;
+pub mod hit;
 pub mod idle;
 pub mod lock;
 pub mod logging;

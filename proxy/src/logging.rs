@@ -9,8 +9,15 @@
 //! before any hook runs, and offers no hook there. [`ClientClosedFilter`] is the one place
 //! that sees that line; it takes exactly pingora's downstream close and reset errors
 //! (`ConnectionClosed`, `ReadError`) from `pingora_proxy` and nothing else.
+//!
+//! The `Error` itself never reaches us there, only its `Display` (source, then type, then
+//! context), so the filter reads the source and type back out of the line and compares them
+//! with pingora's own [`ErrorSource`] and [`ErrorType`] values ([`client_closed_head`]),
+//! not with a hand-written copy of the message: a renamed variant fails to compile or the
+//! unit test below, instead of silently logging errors again.
 
 use crate::metrics::{ClientClosedPhase, METRICS};
+use pingora::{ErrorSource, ErrorType};
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -21,12 +28,31 @@ use tracing_subscriber::EnvFilter;
 /// Default filter when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "warn,pingora_cache::meta=error";
 
-/// The `pingora_proxy` error lines that mean "the client went away before its request head
-/// was complete" (its `Error` display: source, then type).
-const CLIENT_CLOSED_PREFIXES: [&str; 2] = [
-    "Fail to proxy: Downstream ConnectionClosed",
-    "Fail to proxy: Downstream ReadError",
-];
+/// What `pingora_proxy` writes before the error of a request that failed before any hook.
+const FAIL_TO_PROXY: &str = "Fail to proxy: ";
+
+/// The source and types of pingora's error for a client that went away before its request
+/// head was complete: `read_request` fails with `ConnectionClosed` when the stream ends after
+/// part of a head and with `ReadError` when a read fails (a reset), both from downstream.
+const CLIENT_CLOSED_SOURCE: ErrorSource = ErrorSource::Downstream;
+const CLIENT_CLOSED_TYPES: [ErrorType; 2] = [ErrorType::ConnectionClosed, ErrorType::ReadError];
+
+/// Whether `text` is pingora's "Fail to proxy" line for an error whose source and type are
+/// a client closing mid head (see [`CLIENT_CLOSED_TYPES`]). An `Error` displays as its
+/// source, a space, its type, then ` context: ...` / ` cause: ...`; pingora appends
+/// `, downstream session type: ...`.
+fn client_closed_head(text: &str) -> bool {
+    let Some(error) = text.strip_prefix(FAIL_TO_PROXY) else {
+        return false;
+    };
+    let mut words = error.split(' ');
+    let (Some(source), Some(etype)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let etype = etype.trim_end_matches(',');
+    source == CLIENT_CLOSED_SOURCE.as_str()
+        && CLIENT_CLOSED_TYPES.iter().any(|t| t.as_str() == etype)
+}
 
 /// Install the stderr subscriber with [`ClientClosedFilter`]. Call once, first thing.
 pub fn init() {
@@ -55,9 +81,7 @@ impl<S: Subscriber> Layer<S> for ClientClosedFilter {
         let mut head = MessageHead::default();
         event.record(&mut head);
         let text = head.as_str();
-        if (bridged && !head.from_pingora_proxy)
-            || !CLIENT_CLOSED_PREFIXES.iter().any(|p| text.starts_with(p))
-        {
+        if (bridged && !head.from_pingora_proxy) || !client_closed_head(text) {
             return true;
         }
         METRICS.client_closed(ClientClosedPhase::RequestHead);
@@ -134,5 +158,49 @@ impl Visit for MessageHead {
             "log.target" => self.from_pingora_proxy = value.starts_with(PINGORA_PROXY),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::Error;
+
+    /// pingora's line for `e`, as `handle_new_request` formats it.
+    fn line(e: &Error) -> String {
+        format!("{FAIL_TO_PROXY}{e}, downstream session type: HTTP/1.1")
+    }
+
+    #[test]
+    fn takes_exactly_downstream_closes_and_resets_mid_head() {
+        let mut closed = Error::explain(
+            ErrorType::ConnectionClosed,
+            "while reading request headers, bytes already read: 5",
+        );
+        closed.as_down();
+        assert!(client_closed_head(&line(&closed)));
+        let mut reset = Error::because(
+            ErrorType::ReadError,
+            "while reading request headers",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        reset.as_down();
+        assert!(client_closed_head(&line(&reset)));
+        // No context at all: the type ends at the comma pingora appends.
+        let mut bare = Error::new(ErrorType::ConnectionClosed);
+        bare.as_down();
+        assert!(client_closed_head(&line(&bare)));
+
+        // Other sources or types are errors an operator may need to see.
+        let mut upstream = Error::new(ErrorType::ConnectionClosed);
+        upstream.as_up();
+        assert!(!client_closed_head(&line(&upstream)));
+        let mut write = Error::new(ErrorType::WriteError);
+        write.as_down();
+        assert!(!client_closed_head(&line(&write)));
+        let mut invalid = Error::new(ErrorType::InvalidHTTPHeader);
+        invalid.as_down();
+        assert!(!client_closed_head(&line(&invalid)));
+        assert!(!client_closed_head(&format!("something else: {closed}")));
     }
 }

@@ -278,9 +278,27 @@ impl Tier {
     }
 }
 
+tokio::task_local! {
+    /// Set for the task of a request whose response nobody reads (a background fill's
+    /// subrequest, whose output is drained; see [`unread`]).
+    static UNREAD: ();
+}
+
+/// Run `request` (a whole request of its own, e.g. a pingora subrequest) as one whose
+/// response no client reads: what it reads from a fill is not counted as served. The bytes
+/// are counted where a client does read them (the parent reading the same fill).
+pub fn unread<F: std::future::Future>(request: F) -> impl std::future::Future<Output = F::Output> {
+    UNREAD.scope((), request)
+}
+
 impl Metrics {
-    /// Count `bytes` of response body served from `tier`.
+    /// Count `bytes` of response body served from `tier`. Fill reads of a request nobody
+    /// reads ([`unread`]) are not counted; the check is only made for fill reads, so hits
+    /// pay nothing for it.
     pub fn served(&self, tier: Tier, bytes: u64) {
+        if matches!(tier, Tier::Fill) && UNREAD.try_with(|_| ()).is_ok() {
+            return;
+        }
         match self.served_by.get(tier as usize) {
             Some(c) => c.inc_by(bytes),
             None => self

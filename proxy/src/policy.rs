@@ -11,16 +11,22 @@
 //! Also the request-side rules the edge enforces before anything is looked up: which unsafe
 //! responses invalidate the stored URL (RFC 9111 §4.4), the `Host` an HTTP/1.1 request must
 //! carry (RFC 9112 §3.2), how a `Range` header is judged (RFC 9110 §14), and the path a
-//! `deny` route is matched against.
+//! `deny` route is matched against, and the URL a request is cached under ([`cache_key_url`]).
+//! [`client_facing`] sets what every response tells the client; the fast hit path
+//! ([`crate::hit`]) and pingora's `response_filter` both call it, so a direct hit and a
+//! pingora-path hit of the same object carry the same headers.
 
-use crate::config::Route;
+use crate::cache_status::CacheStatus;
+use crate::config::{KeyQuery, Route, RouteMode};
 use crate::rfc::directives;
 use crate::rfc::freshness::{self, Exchange};
+use crate::signing;
 use http::{header, HeaderValue, Method};
 use pingora::cache::cache_control::InterpretCacheControl;
 use pingora::cache::filters::calculate_serve_stale_durations;
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
@@ -317,6 +323,63 @@ pub fn response_cacheable_at(
 /// The `X-Cache-Status` of a request in cache `phase`.
 pub fn cache_status(phase: CachePhase) -> crate::cache_status::CacheStatus {
     crate::cache_status::CacheStatus::of_phase(phase)
+}
+
+/// What every response tells the client, whichever path wrote it: `X-Cache-Status`
+/// (`status`), no targeted cache-control fields on cache routes (they are for this edge
+/// only, RFC 9213; stored headers are already without them), and the client freshness on
+/// routed requests: a verified signed URL (`signed_exp`) is private until it expires
+/// (whatever the route's public max-age says); otherwise the route's client max-age.
+pub fn client_facing(
+    resp: &mut ResponseHeader,
+    status: CacheStatus,
+    route: Option<&Route>,
+    signed_exp: Option<u64>,
+) -> pingora::Result<()> {
+    resp.insert_header("x-cache-status", status.as_str())?;
+    let Some(route) = route else {
+        return Ok(());
+    };
+    if route.mode == RouteMode::Cache {
+        route.semantics.strip_targeted(resp);
+    }
+    match (signed_exp, route.client_max_age) {
+        (Some(exp), _) => signing::apply_private_until(resp, exp, signing::unix_now()),
+        (None, Some(max_age)) => apply_client_max_age(resp, max_age),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The URL a request is cached under: its path plus the query parameters the route keeps
+/// (`cache_key_query`). Purges name the same form.
+pub fn cache_key_url<'a>(route: Option<&Route>, path_and_query: &'a str) -> Cow<'a, str> {
+    let keep = route.map_or(&KeyQuery::All, |r| &r.cache_key_query);
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return Cow::Borrowed(path_and_query);
+    };
+    match keep {
+        KeyQuery::All => Cow::Borrowed(path_and_query),
+        KeyQuery::None => Cow::Borrowed(path),
+        KeyQuery::Keep(names) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    names.iter().any(|k| k == name)
+                })
+                .collect();
+            if kept.is_empty() {
+                Cow::Borrowed(path)
+            } else {
+                Cow::Owned(format!("{path}?{}", kept.join("&")))
+            }
+        }
+    }
+}
+
+/// The path and query of `req` (`/` when it has none), what [`cache_key_url`] starts from.
+pub fn path_and_query(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// nginx `expires N`: rewrite the client-facing freshness headers on successful responses.

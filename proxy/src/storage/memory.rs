@@ -4,7 +4,8 @@
 //! Entries hold the body as [`Bytes`] so a hit hands out zero-copy slices. Moka evicts on its
 //! own (TinyLFU); evictions are counted, explicit removals are not evictions.
 
-use crate::direct::{BodyFile, HeadCache};
+use super::body_file::BodyFile;
+use super::head_cache::HeadCache;
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
@@ -102,7 +103,7 @@ pub struct MemEntry {
     /// The whole body.
     pub body: Bytes,
     /// The entry's disk file, kept open for zero-copy sends of bodies of at least
-    /// `cache.memory.sendfile_min_size` (see [`crate::direct`]); `None` below that size,
+    /// `cache.memory.sendfile_min_size` (see [`crate::hit`]); `None` below that size,
     /// when the open-file budget is used up, or when zero-copy is off.
     pub file: Option<Arc<BodyFile>>,
     /// Serialized response heads of the current second for direct writes.

@@ -6,7 +6,7 @@
 //!   bodies are streamed in `cache.disk.chunk_size` reads, never held whole in RAM, and
 //!   hashed on the way: a mismatch ends the response before its last byte (see [`DiskHit`]).
 //!   sendfile, which cannot hash, only sends a file whose identity was verified
-//!   ([`crate::eviction::Verified`], [`crate::direct`]).
+//!   ([`crate::eviction::Verified`], [`body_file`]).
 //! - `get_miss_handler` streams the body to a disk temp file (and buffers it when it is small
 //!   enough for memory); only `finish` makes it visible. A miss handler dropped before
 //!   `finish` leaves no entry in either tier. A disk write that fails (full disk) ends
@@ -15,21 +15,23 @@
 //!   budget eviction happens inside each tier and is counted separately.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
 //! - Memory entries of at least `cache.memory.sendfile_min_size` keep their disk file open
-//!   so a hit can be sent with sendfile (see [`crate::direct`]).
+//!   so a hit can be sent with sendfile (see [`crate::hit`]).
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
 //! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
 //!   as they arrive (see `storage/fill.rs`), each at its own pace, Range requests included.
 
+pub mod body_file;
 pub mod disk;
 pub mod entry;
 pub mod fill;
+pub mod head_cache;
 pub mod memory;
 
 use crate::config::CacheSettings;
-use crate::direct::BodyFile;
 use crate::eviction::{identity, Verified};
 use crate::metrics::{Tier, METRICS};
 use async_trait::async_trait;
+use body_file::BodyFile;
 use bytes::{Bytes, BytesMut};
 use disk::{DiskLookup, DiskTier, DiskWriter};
 use fill::{Fill, FillHit, FillState, Fills};
@@ -135,7 +137,7 @@ impl TieredStorage {
         self.memory.report();
         METRICS
             .sendfile_open_files
-            .set(i64::try_from(crate::direct::open_files()).unwrap_or(i64::MAX));
+            .set(i64::try_from(body_file::open_files()).unwrap_or(i64::MAX));
         self.disk.report();
     }
 
@@ -180,7 +182,7 @@ impl TieredStorage {
     }
 
     /// A fresh object for `url` that can be served without pingora's cache state machine
-    /// (see `Edge::serve_memory_hit`). The memory tier is asked first; with `disk`, an
+    /// (see `crate::hit::serve`). The memory tier is asked first; with `disk`, an
     /// object only on disk is looked up there too: small bodies are promoted to memory as
     /// `lookup` does, large ones come back as their verified, open file. `None` when the
     /// object is being filled, is in memory but not fresh at `now`, is not stored, or the
@@ -227,7 +229,7 @@ impl TieredStorage {
                 let (offset, len) = (e.meta.header.body_offset(), e.meta.header.body_len);
                 let body = BodyFile::for_one_response(e.file, offset, len)?;
                 // sendfile cannot hash what it sends: only the identity verified above may
-                // go out this way (see `crate::direct`).
+                // go out this way (see `crate::hit`).
                 body.identity_is(&e.id)
                     .then(|| FreshHit::File(Box::new((HotMeta::of(&meta), body))))
             }

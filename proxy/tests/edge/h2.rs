@@ -451,3 +451,56 @@ async fn h2_request_heads_have_a_deadline() {
     );
     assert_eq!(origin.requests_for("/media/h2t"), 1);
 }
+
+/// Sum of `komora_edge_bytes_served_total` over every tier once `requests` client requests
+/// have been logged (the counters move before the response's last byte; the log after it).
+async fn served_after(edge: &EdgeProc, requests: f64) -> f64 {
+    for _ in 0..250 {
+        if metric(edge, "komora_edge_requests_total", "").await >= requests {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    metric(edge, "komora_edge_bytes_served_total", "").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_fill_bytes_are_counted_once() {
+    let origin = Origin::start().await;
+    let size = 3 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "[admin]\ntoken_env = \"KOMORA_ADMIN_TOKEN\"\n";
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), admin);
+
+    // HTTP/2: the fill runs as a background subrequest nobody reads; this client reads the
+    // fill. Its body went to one client once, so it is counted once.
+    let sha = origin.put_media("/media/h2count", body_of(size, 95));
+    let r = tokio::time::timeout(
+        HANG,
+        h2_client()
+            .get(format!("https://localhost:{}/media/h2count", tls.port()))
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["x-cache-status"], "MISS");
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha);
+    assert_eq!(
+        served_after(&edge, 1.0).await,
+        size as f64,
+        "HTTP/2 cold fill"
+    );
+
+    // HTTP/1.1 the same way (its filling request reads its own fill).
+    let sha = origin.put_media("/media/h1count", body_of(size, 96));
+    let r = get(&edge.url("/media/h1count"), &[]).await;
+    assert_eq!((r.cache_status(), r.sha()), ("MISS", sha));
+    assert_eq!(
+        served_after(&edge, 2.0).await,
+        2.0 * size as f64,
+        "HTTP/1.1 cold fill"
+    );
+    assert_eq!(origin.requests(), 2);
+}

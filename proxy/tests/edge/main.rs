@@ -8,6 +8,7 @@ mod common;
 mod config;
 mod fill;
 mod h2;
+mod hitpath;
 mod hostile;
 mod idle;
 mod integrity;
