@@ -29,13 +29,16 @@ impl TieredStorage {
 
     /// Invalidate one URL in both tiers, every variant of it (the primary slot and each
     /// variance-keyed entry recorded under the same URL); returns whether anything was stored.
+    /// `url` is the cache-key form (what `crate::service::cache_key_url` makes of a request's
+    /// path and query on its route); the admin purge reduces a URL to it first.
     pub async fn purge_url(&'static self, url: &str) -> bool {
         self.purge_key(&cache_key(url)).await
     }
 
     /// Invalidate `key` in both tiers, every variant of it: its own entry and every entry
     /// recorded under its primary key (pingora's `Storage::purge` gets only the hash, which
-    /// names one variant). Returns whether anything was stored.
+    /// names one variant). The variants come from each tier's URL index, so the cost is the
+    /// URL's own entries, not the size of the cache. Returns whether anything was stored.
     pub async fn purge_key(&'static self, key: &CacheKey) -> bool {
         let url = String::from_utf8_lossy(key.primary_key());
         let mut hashes = self.memory.hashes_of_url(&url);
@@ -50,7 +53,8 @@ impl TieredStorage {
         any
     }
 
-    /// Invalidate every stored URL starting with `prefix`; returns how many were removed.
+    /// Invalidate every stored URL starting with `prefix` (a range of each tier's URL
+    /// index); returns how many entries were removed (each variant counts).
     pub async fn purge_prefix(&'static self, prefix: &str) -> usize {
         let mut hashes = self.memory.hashes_with_prefix(prefix);
         hashes.extend(self.disk.lru.hashes_with_prefix(prefix));
