@@ -12,7 +12,9 @@
 //!   `finish` leaves no entry in either tier. A disk write that fails (full disk) ends
 //!   caching of that object only; its body still streams to every reader ([`TieredMiss`]).
 //! - `purge` removes an entry from both tiers (invalidation or eviction requested by pingora);
-//!   budget eviction happens inside each tier and is counted separately.
+//!   budget eviction happens inside each tier and is counted separately. Purging a URL
+//!   removes every `Vary` variant of it; each tier indexes its hashes by URL, so neither a
+//!   URL nor a prefix purge scans the tiers.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
 //! - Memory entries of at least `cache.memory.sendfile_min_size` keep their disk file open
 //!   so a hit can be sent with sendfile (see [`crate::direct`]).
@@ -24,9 +26,11 @@
 //! (each hook calls the inherent method that owns it); `lookup.rs` lookups (pingora's, the
 //! direct-write `fresh_hit`, the lock's `can_serve`); `promote.rs` disk → memory
 //! promotion; `hit.rs` the hit handlers; `miss.rs` the miss handler (fill glue);
-//! `purge.rs` invalidation; `update.rs` meta rewrites; `report.rs` the metrics view;
+//! `purge.rs` invalidation; `update.rs` meta rewrites; `advance.rs` the edge tests' clock
+//! (every entry made older); `report.rs` the metrics view;
 //! `memory.rs`, `disk.rs`, `entry.rs`, `fill.rs` the tiers, the file format, the fills.
 
+mod advance;
 pub mod disk;
 pub mod entry;
 pub mod fill;
