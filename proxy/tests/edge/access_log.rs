@@ -14,12 +14,30 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Spawn the edge with `config` and an admin listener, stderr captured in a file.
 fn spawn_logged(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
+    spawn_logged_with(origin, dir, config, false)
+}
+
+/// [`spawn_logged`] with the test clock hook on (see `EdgeProc::advance_clock`).
+fn spawn_logged_clocked(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
+    spawn_logged_with(origin, dir, config, true)
+}
+
+fn spawn_logged_with(
+    origin: SocketAddr,
+    dir: &Path,
+    config: &str,
+    test_clock: bool,
+) -> (EdgeProc, PathBuf) {
     let addr = free_port();
     let admin = free_port();
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, config).unwrap();
     let stderr = dir.join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
+    if test_clock {
+        cmd.env(TEST_CLOCK_ENV, "1");
+    }
+    let child = cmd
         .arg("--config")
         .arg(&cfg)
         .arg("--listen")
@@ -560,7 +578,7 @@ async fn background_refresh_is_not_a_logged_request() {
     );
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let (edge, _) = spawn_logged(
+    let (edge, _) = spawn_logged_clocked(
         origin.addr,
         dir.path(),
         &format!(
@@ -573,7 +591,7 @@ async fn background_refresh_is_not_a_logged_request() {
         get(&edge.url("/media/swr"), &[]).await.cache_status(),
         "MISS"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/swr"), &[]).await;
     assert_eq!((r.status, r.cache_status()), (200, "UPDATING"));
     assert_eq!(r.sha(), sha256_hex(&body));
