@@ -6,7 +6,7 @@ use crate::common::*;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,53 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Spawn the edge with `config` and an admin listener, stderr captured in a file.
 fn spawn_logged(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
-    spawn_logged_with(origin, dir, config, false)
+    spawn_edge_stderr(origin, dir, config, false)
 }
 
 /// [`spawn_logged`] with the test clock hook on (see `EdgeProc::advance_clock`).
 fn spawn_logged_clocked(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
-    spawn_logged_with(origin, dir, config, true)
-}
-
-fn spawn_logged_with(
-    origin: SocketAddr,
-    dir: &Path,
-    config: &str,
-    test_clock: bool,
-) -> (EdgeProc, PathBuf) {
-    let addr = free_port();
-    let admin = free_port();
-    let cfg = dir.join("edge.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let stderr = dir.join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
-    if test_clock {
-        cmd.env(TEST_CLOCK_ENV, "1");
-    }
-    let child = cmd
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--origin")
-        .arg(origin.to_string())
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--admin-listen")
-        .arg(admin.to_string())
-        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let edge = EdgeProc {
-        child,
-        addr,
-        admin: Some(admin),
-    };
-    wait_listening(addr);
-    wait_listening(admin);
-    (edge, stderr)
+    spawn_edge_stderr(origin, dir, config, true)
 }
 
 /// The log's lines once it has at least `n` (the writer is asynchronous).

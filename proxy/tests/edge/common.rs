@@ -389,6 +389,50 @@ fn spawn_edge_with(
     edge
 }
 
+/// Spawn the edge with `config` (written to `dir/edge.toml`), its cache in `dir/cache`, an
+/// admin listener and stderr captured in `dir/stderr.log` (returned); `test_clock` turns the
+/// test clock hook on.
+pub fn spawn_edge_stderr(
+    origin: SocketAddr,
+    dir: &Path,
+    config: &str,
+    test_clock: bool,
+) -> (EdgeProc, PathBuf) {
+    let addr = free_port();
+    let admin = free_port();
+    let cfg = dir.join("edge.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let stderr = dir.join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
+    if test_clock {
+        cmd.env(TEST_CLOCK_ENV, "1");
+    }
+    let child = cmd
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--origin")
+        .arg(origin.to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let edge = EdgeProc {
+        child,
+        addr,
+        admin: Some(admin),
+    };
+    wait_listening(addr);
+    wait_listening(admin);
+    (edge, stderr)
+}
+
 /// The variable that turns the edge's test clock hook on.
 pub const TEST_CLOCK_ENV: &str = "KOMORA_EDGE_TEST_CLOCK";
 
