@@ -6,12 +6,17 @@
 //! [`DiskLru::admit`] returns the victims to delete synchronously, so the budget holds even
 //! under a burst of new objects. Eviction (budget) is distinct from purge (invalidation): only
 //! the former goes through [`DiskLru::admit`]/[`DiskLru::over_budget`].
+//!
+//! Beside the LRU order the index keeps primary key (URL) → hashes stored for it (every
+//! `Vary` variant), updated under the same lock by every insert, eviction and removal
+//! (the startup rebuild admits through the same path), so purging a URL or a prefix reads
+//! only that URL's entries, never the whole index.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// File identity an integrity check was done for: which inode, and its length, mtime and
 /// ctime (seconds, nanoseconds).
@@ -55,7 +60,8 @@ pub fn identity(file: &File) -> io::Result<Verified> {
 
 struct Slot {
     size: u64,
-    url: String,
+    /// Shared with the `by_url` key.
+    url: Arc<str>,
     seq: u64,
     verified: Option<Verified>,
 }
@@ -64,9 +70,43 @@ struct Slot {
 struct Inner {
     map: HashMap<String, Slot>,
     order: BTreeMap<u64, String>,
+    /// URL → hashes of `map` stored for it; a URL is present only while it has any.
+    by_url: BTreeMap<Arc<str>, Vec<String>>,
     live_seq: u64,
     rebuild_seq: u64,
     bytes: u64,
+}
+
+impl Inner {
+    /// Take `hash` out of the map, the LRU order, the URL index and the byte count.
+    fn take(&mut self, hash: &str) -> Option<Slot> {
+        let slot = self.map.remove(hash)?;
+        self.order.remove(&slot.seq);
+        self.bytes = self.bytes.saturating_sub(slot.size);
+        if let Some(hashes) = self.by_url.get_mut(&*slot.url) {
+            hashes.retain(|h| h != hash);
+            if hashes.is_empty() {
+                self.by_url.remove(&*slot.url);
+            }
+        }
+        Some(slot)
+    }
+
+    /// The index's shared copy of `url` with `hash` listed under it.
+    fn list(&mut self, url: &str, hash: &str) -> Arc<str> {
+        if let Some((key, hashes)) = self.by_url.get_key_value(url) {
+            let key = key.clone();
+            if !hashes.iter().any(|h| h == hash) {
+                if let Some(hashes) = self.by_url.get_mut(url) {
+                    hashes.push(hash.to_string());
+                }
+            }
+            return key;
+        }
+        let key: Arc<str> = Arc::from(url);
+        self.by_url.insert(key.clone(), vec![hash.to_string()]);
+        key
+    }
 }
 
 /// LRU index of disk entries keyed by hex cache key hash.
@@ -132,17 +172,15 @@ impl DiskLru {
         seq: u64,
         verified: Option<Verified>,
     ) {
-        if let Some(old) = g.map.remove(hash) {
-            g.order.remove(&old.seq);
-            g.bytes = g.bytes.saturating_sub(old.size);
-        }
+        g.take(hash);
         g.order.insert(seq, hash.to_string());
         g.bytes += size;
+        let url = g.list(url, hash);
         g.map.insert(
             hash.to_string(),
             Slot {
                 size,
-                url: url.to_string(),
+                url,
                 seq,
                 verified,
             },
@@ -155,9 +193,7 @@ impl DiskLru {
             let Some((_, hash)) = g.order.pop_first() else {
                 break;
             };
-            if let Some(slot) = g.map.remove(&hash) {
-                g.bytes = g.bytes.saturating_sub(slot.size);
-            }
+            g.take(&hash);
             out.push(hash);
         }
         out
@@ -190,15 +226,7 @@ impl DiskLru {
 
     /// Forget an entry (purge or integrity failure); returns whether it was indexed.
     pub fn remove(&self, hash: &str) -> bool {
-        let mut g = self.lock();
-        match g.map.remove(hash) {
-            Some(slot) => {
-                g.order.remove(&slot.seq);
-                g.bytes = g.bytes.saturating_sub(slot.size);
-                true
-            }
-            None => false,
-        }
+        self.lock().take(hash).is_some()
     }
 
     /// The file identity the body was last verified for.
@@ -213,24 +241,21 @@ impl DiskLru {
         }
     }
 
-    /// Hashes whose URL starts with `prefix`.
+    /// Hashes whose URL starts with `prefix` (a range of the URL index: the URLs sorting
+    /// from `prefix` up to the first one that no longer starts with it).
     pub fn hashes_with_prefix(&self, prefix: &str) -> Vec<String> {
+        use std::ops::Bound;
         self.lock()
-            .map
-            .iter()
-            .filter(|(_, s)| s.url.starts_with(prefix))
-            .map(|(h, _)| h.clone())
+            .by_url
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(url, _)| url.starts_with(prefix))
+            .flat_map(|(_, hashes)| hashes.iter().cloned())
             .collect()
     }
 
     /// Hashes stored for exactly `url` (every variant of it).
     pub fn hashes_of_url(&self, url: &str) -> Vec<String> {
-        self.lock()
-            .map
-            .iter()
-            .filter(|(_, s)| s.url == url)
-            .map(|(h, _)| h.clone())
-            .collect()
+        self.lock().by_url.get(url).cloned().unwrap_or_default()
     }
 
     /// (entries, bytes) currently indexed.
@@ -252,6 +277,32 @@ mod tests {
         assert!(lru.touch("a"));
         assert_eq!(lru.admit("c", "/c", 40, None), vec!["b".to_string()]);
         assert_eq!(lru.totals(), (2, 80));
+    }
+
+    #[test]
+    fn url_index_follows_admit_evict_and_remove() {
+        let lru = DiskLru::new(100);
+        assert!(lru.admit("v1", "/m/a", 10, None).is_empty());
+        assert!(lru.admit("v2", "/m/a", 10, None).is_empty());
+        lru.admit_rebuilt("b", "/m/b", 10);
+        assert!(lru.admit("c", "/n/c", 10, None).is_empty());
+        let mut a = lru.hashes_of_url("/m/a");
+        a.sort();
+        assert_eq!(a, ["v1", "v2"]);
+        let mut m = lru.hashes_with_prefix("/m/");
+        m.sort();
+        assert_eq!(m, ["b", "v1", "v2"]);
+        // re-admitting a hash lists it once
+        assert!(lru.admit("v1", "/m/a", 10, None).is_empty());
+        assert_eq!(lru.hashes_of_url("/m/a").len(), 2);
+        assert!(lru.remove("v2"));
+        assert_eq!(lru.hashes_of_url("/m/a"), ["v1"]);
+        // budget eviction takes the oldest ("b", rebuilt) out of the URL index too
+        assert_eq!(lru.admit("big", "/z", 75, None), ["b".to_string()]);
+        assert!(lru.hashes_of_url("/m/b").is_empty());
+        assert_eq!(lru.hashes_with_prefix("/m/"), ["v1"]);
+        assert!(lru.remove("v1"));
+        assert!(lru.hashes_with_prefix("/m/").is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod cache_status;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod eviction;

@@ -145,7 +145,10 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
         let token = std::env::var(&config.admin.token_env)
             .ok()
             .filter(|t| !t.is_empty());
-        let mut admin = Service::new("komora-admin".to_string(), AdminApp { storage, token });
+        let mut admin = Service::new(
+            "komora-admin".to_string(),
+            AdminApp::new(storage, token, config.clone()),
+        );
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }

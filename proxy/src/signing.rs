@@ -17,7 +17,9 @@
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-pub use komora_signing::{unix_now, Denied, MIN_KEY_LEN};
+// The edge's one clock (`crate::clock`), re-exported for the checks callers make here.
+pub use crate::clock::unix_now;
+pub use komora_signing::{Denied, MIN_KEY_LEN};
 
 /// Default environment variable holding the keys (the origin reads the same one).
 pub const DEFAULT_KEYS_ENV: &str = komora_signing::KEYS_ENV;

@@ -263,6 +263,22 @@ impl DiskTier {
                 }
             }
         }
+        self.for_each_entry(|hash, p| {
+            let Ok(mut f) = File::open(p) else { return };
+            match entry::read_meta(&mut f) {
+                Ok(m) => self.lru.admit_rebuilt(&hash, &m.key, m.header.file_len()),
+                Err(err) => self.reject(&hash, &err),
+            }
+        });
+        let victims = self.lru.over_budget();
+        self.delete_victims(victims);
+        self.report();
+        tracing::info!(entries = self.lru.totals().0, "disk cache index rebuilt");
+    }
+
+    /// Call `f` with the hash and path of every file under the cache directory outside
+    /// `tmp/` (blocking; a directory walk).
+    fn for_each_entry(&self, mut f: impl FnMut(String, &Path)) {
         let mut stack = vec![self.dir.clone()];
         while let Some(d) = stack.pop() {
             let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -279,17 +295,24 @@ impl DiskTier {
                 let Some(hash) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
                     continue;
                 };
-                let Ok(mut f) = File::open(&p) else { continue };
-                match entry::read_meta(&mut f) {
-                    Ok(m) => self.lru.admit_rebuilt(&hash, &m.key, m.header.file_len()),
-                    Err(err) => self.reject(&hash, &err),
-                }
+                f(hash, &p);
             }
         }
-        let victims = self.lru.over_budget();
-        self.delete_victims(victims);
-        self.report();
-        tracing::info!(entries = self.lru.totals().0, "disk cache index rebuilt");
+    }
+
+    /// Blocking: the hash of every entry file in the cache directory, indexed or not (the
+    /// test clock; a directory walk).
+    pub fn entry_hashes_blocking(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.for_each_entry(|hash, _| out.push(hash));
+        out
+    }
+
+    /// Blocking: the verified meta of entry `hash`; `None` when there is none or it does
+    /// not verify (left for a lookup to reject and count).
+    pub fn meta_blocking(&self, hash: &str) -> Option<EntryMeta> {
+        let mut f = File::open(self.path(hash)).ok()?;
+        entry::read_meta(&mut f).ok()
     }
 
     /// Publish entry count and bytes to the metrics.

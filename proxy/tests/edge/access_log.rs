@@ -6,7 +6,7 @@ use crate::common::*;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,35 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Spawn the edge with `config` and an admin listener, stderr captured in a file.
 fn spawn_logged(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
-    let addr = free_port();
-    let admin = free_port();
-    let cfg = dir.join("edge.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let stderr = dir.join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--origin")
-        .arg(origin.to_string())
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--admin-listen")
-        .arg(admin.to_string())
-        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let edge = EdgeProc {
-        child,
-        addr,
-        admin: Some(admin),
-    };
-    wait_listening(addr);
-    wait_listening(admin);
-    (edge, stderr)
+    spawn_edge_stderr(origin, dir, config, false)
+}
+
+/// [`spawn_logged`] with the test clock hook on (see `EdgeProc::advance_clock`).
+fn spawn_logged_clocked(origin: SocketAddr, dir: &Path, config: &str) -> (EdgeProc, PathBuf) {
+    spawn_edge_stderr(origin, dir, config, true)
 }
 
 /// The log's lines once it has at least `n` (the writer is asynchronous).
@@ -560,7 +537,7 @@ async fn background_refresh_is_not_a_logged_request() {
     );
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let (edge, _) = spawn_logged(
+    let (edge, _) = spawn_logged_clocked(
         origin.addr,
         dir.path(),
         &format!(
@@ -573,7 +550,7 @@ async fn background_refresh_is_not_a_logged_request() {
         get(&edge.url("/media/swr"), &[]).await.cache_status(),
         "MISS"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/swr"), &[]).await;
     assert_eq!((r.status, r.cache_status()), (200, "UPDATING"));
     assert_eq!(r.sha(), sha256_hex(&body));

@@ -1,4 +1,5 @@
 //! Cache behaviour through the edge: miss → hit, policy, validation, collapsing, Range, stale.
+//! Expiry is reached on the cache's test clock (`EdgeProc::advance_clock`), not by sleeping.
 
 use crate::common::*;
 use std::sync::atomic::Ordering;
@@ -134,10 +135,10 @@ async fn expired_object_revalidated_with_304() {
         &[("cache-control", "public, max-age=1"), ("etag", &etag)],
     );
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("c"), None);
     assert_eq!(get(&edge.url("/media/r"), &[]).await.cache_status(), "MISS");
     // let max-age=1 run out
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/r"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.cache_status(), "REVALIDATED");
@@ -242,10 +243,10 @@ async fn stale_served_when_origin_stopped() {
         &[("cache-control", "public, max-age=1")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("c"), None);
     assert_eq!(get(&edge.url("/media/s"), &[]).await.cache_status(), "MISS");
     origin.stop();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/s"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.cache_status(), "STALE");
@@ -262,10 +263,10 @@ async fn stale_served_on_origin_5xx() {
         &[("cache-control", "public, max-age=1")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("c"), None);
     get(&edge.url("/media/s5"), &[]).await;
     origin.state.fail_5xx.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/s5"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.cache_status(), "STALE");
@@ -311,9 +312,9 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
         &[("cache-control", "public, max-age=1")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(SWR_CFG));
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("c"), Some(SWR_CFG));
     get(&edge.url("/media/swr"), &[]).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/swr"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.cache_status(), "UPDATING");
@@ -392,7 +393,7 @@ async fn expired_object_without_validators_is_refetched() {
         &[("cache-control", "public, max-age=1")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let edge = spawn_edge(origin.addr, &dir.path().join("c"), None);
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("c"), None);
     get(&edge.url("/media/x"), &[]).await;
     let new_body = body_of(2500, 21);
     origin.put(
@@ -400,7 +401,7 @@ async fn expired_object_without_validators_is_refetched() {
         new_body.clone(),
         &[("cache-control", "public, max-age=600")],
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance_clock(Duration::from_millis(2100)).await;
     let r = get(&edge.url("/media/x"), &[]).await;
     assert_eq!(r.cache_status(), "EXPIRED");
     assert_eq!(r.sha(), sha256_hex(&new_body));
@@ -424,7 +425,7 @@ async fn head_is_served_from_the_same_entry() {
     assert_eq!(origin.requests_for("/media/hd"), 1);
 }
 
-/// Memory hits are answered by the edge's fast path (`Edge::serve_memory_hit`); the response
+/// Memory hits are answered by the edge's fast path (`hit::serve`); the response
 /// must look like pingora's own cache hit: Age, Accept-Ranges, stored validators, HEAD
 /// without a body, 304 without representation headers.
 #[tokio::test(flavor = "multi_thread")]

@@ -339,6 +339,22 @@ pub const TEST_SIGNING_KEY: &str = "test-media-signing-key-0123456789abcdef";
 /// Spawn the edge binary. `config` is extra TOML written to a file next to the cache dir
 /// (`None`: run without any config file, flags only).
 pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) -> EdgeProc {
+    spawn_edge_with(origin, cache_dir, config, false)
+}
+
+/// [`spawn_edge`] with the test clock hook on (`KOMORA_EDGE_TEST_CLOCK=1`) and always an
+/// admin listener (also without a config file), for tests that move the cache through time
+/// with [`EdgeProc::advance_clock`] instead of sleeping until objects expire.
+pub fn spawn_edge_clocked(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) -> EdgeProc {
+    spawn_edge_with(origin, cache_dir, config, true)
+}
+
+fn spawn_edge_with(
+    origin: SocketAddr,
+    cache_dir: &Path,
+    config: Option<&str>,
+    test_clock: bool,
+) -> EdgeProc {
     let addr = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
     cmd.arg("--listen")
@@ -352,14 +368,17 @@ pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) ->
         .stdin(Stdio::null());
     let mut admin = None;
     if let Some(extra) = config {
-        let a = free_port();
-        admin = Some(a);
         let path: PathBuf = cache_dir.with_extension("toml");
         std::fs::write(&path, extra).unwrap();
-        cmd.arg("--config")
-            .arg(&path)
-            .arg("--admin-listen")
-            .arg(a.to_string());
+        cmd.arg("--config").arg(&path);
+    }
+    if config.is_some() || test_clock {
+        let a = free_port();
+        admin = Some(a);
+        cmd.arg("--admin-listen").arg(a.to_string());
+    }
+    if test_clock {
+        cmd.env(TEST_CLOCK_ENV, "1");
     }
     let child = cmd.spawn().unwrap();
     let edge = EdgeProc { child, addr, admin };
@@ -368,6 +387,71 @@ pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) ->
         wait_listening(a);
     }
     edge
+}
+
+/// Spawn the edge with `config` (written to `dir/edge.toml`), its cache in `dir/cache`, an
+/// admin listener and stderr captured in `dir/stderr.log` (returned); `test_clock` turns the
+/// test clock hook on.
+pub fn spawn_edge_stderr(
+    origin: SocketAddr,
+    dir: &Path,
+    config: &str,
+    test_clock: bool,
+) -> (EdgeProc, PathBuf) {
+    let addr = free_port();
+    let admin = free_port();
+    let cfg = dir.join("edge.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let stderr = dir.join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
+    if test_clock {
+        cmd.env(TEST_CLOCK_ENV, "1");
+    }
+    let child = cmd
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--origin")
+        .arg(origin.to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let edge = EdgeProc {
+        child,
+        addr,
+        admin: Some(admin),
+    };
+    wait_listening(addr);
+    wait_listening(admin);
+    (edge, stderr)
+}
+
+/// The variable that turns the edge's test clock hook on.
+pub const TEST_CLOCK_ENV: &str = "KOMORA_EDGE_TEST_CLOCK";
+
+impl EdgeProc {
+    /// Make every object the edge has stored `by` older, as if `by` had passed (the admin
+    /// test clock hook; the edge must run with [`TEST_CLOCK_ENV`], see
+    /// [`spawn_edge_clocked`]). Returns the hook's JSON answer.
+    pub async fn advance_clock(&self, by: Duration) -> String {
+        let r = client()
+            .post(self.admin_url(&format!("/clock/advance?ms={}", by.as_millis())))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "clock advance: {body}");
+        body
+    }
 }
 
 pub fn wait_listening(addr: SocketAddr) {

@@ -274,3 +274,136 @@ async fn index_rebuilt_after_restart_enforces_a_smaller_budget() {
     );
     assert_eq!(origin.requests(), 8);
 }
+
+/// Purging a URL removes every `Vary` variant of it from memory and from disk (the tiers
+/// find them through their URL indexes), and a restart does not bring any of them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_url_removes_every_variant_in_both_tiers_for_good() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/media/v",
+        body_of(3000, 61),
+        &[
+            ("cache-control", "public, max-age=600"),
+            ("vary", "Accept-Encoding"),
+        ],
+    );
+    let other = origin.put_media("/media/other", body_of(3000, 62));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let mut edge = spawn_edge(origin.addr, &cache, Some(ADMIN_CFG));
+    let encodings = ["gzip", "br", "identity"];
+    for ae in encodings {
+        get(&edge.url("/media/v"), &[("accept-encoding", ae)]).await;
+    }
+    get(&edge.url("/media/other"), &[]).await;
+    for ae in encodings {
+        let r = get(&edge.url("/media/v"), &[("accept-encoding", ae)]).await;
+        assert_eq!(r.cache_status(), "HIT", "{ae}");
+    }
+    assert_eq!(origin.requests_for("/media/v"), 3, "one variant each");
+    assert_eq!(entry_files(&cache).len(), 4);
+
+    let r = client()
+        .post(edge.admin_url("/purge?url=/media/v"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"purged":1}"#);
+    // Every variant left both tiers; the other URL is untouched.
+    assert_eq!(
+        metric(&edge, "komora_edge_purges_total", "memory").await,
+        3.0
+    );
+    assert_eq!(metric(&edge, "komora_edge_purges_total", "disk").await, 3.0);
+    assert_eq!(
+        metric(&edge, "komora_edge_cache_entries", "memory").await,
+        1.0
+    );
+    assert_eq!(entry_files(&cache).len(), 1);
+    edge.kill();
+
+    let edge = spawn_edge(origin.addr, &cache, Some(ADMIN_CFG));
+    for ae in encodings {
+        let r = get(&edge.url("/media/v"), &[("accept-encoding", ae)]).await;
+        assert_eq!(r.cache_status(), "MISS", "{ae} after restart");
+    }
+    assert_eq!(origin.requests_for("/media/v"), 6);
+    let r = get(&edge.url("/media/other"), &[]).await;
+    assert_eq!((r.cache_status(), r.sha()), ("HIT", other));
+    assert_eq!(origin.requests_for("/media/other"), 1);
+}
+
+/// A purge by URL names the object the way a request does: the URL is reduced to its cache
+/// key by the route's `cache_key_query` (`/media/` keys on the path alone), so purging
+/// `/media/q` drops what `/media/q?cb=1` cached, and the other way round.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_url_reduces_the_url_to_its_cache_key() {
+    let origin = Origin::start().await;
+    // The test origin looks objects up by path and query as received; the edge forwards
+    // the request's own URL (its key is what drops the query).
+    origin.put_media("/media/q?cb=1", body_of(1000, 63));
+    origin.put_media("/media/r", body_of(1000, 64));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(ADMIN_CFG));
+    let purge = |target: &'static str| {
+        let url = edge.admin_url(&format!("/purge?url={target}"));
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        }
+    };
+
+    // Cached with a query, purged without it.
+    let r = get(&edge.url("/media/q?cb=1"), &[]).await;
+    assert_eq!(r.cache_status(), "MISS");
+    assert_eq!(get(&edge.url("/media/q"), &[]).await.cache_status(), "HIT");
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(purge("/media/q").await, r#"{"purged":1}"#);
+    let r = get(&edge.url("/media/q?cb=1"), &[]).await;
+    assert_eq!(r.cache_status(), "MISS");
+    assert_eq!(origin.requests(), 2);
+
+    // Cached without a query, purged with one (percent-encoded, as a client would send it).
+    assert_eq!(get(&edge.url("/media/r"), &[]).await.cache_status(), "MISS");
+    let r = get(&edge.url("/media/r?cb=2"), &[]).await;
+    assert_eq!(r.cache_status(), "HIT");
+    assert_eq!(origin.requests(), 3);
+    assert_eq!(purge("/media/r%3Fcb%3D1").await, r#"{"purged":1}"#);
+    assert_eq!(get(&edge.url("/media/r"), &[]).await.cache_status(), "MISS");
+    assert_eq!(origin.requests(), 4);
+}
+
+/// The test clock hook exists only when the edge was started with it: without the
+/// variable `POST /clock/advance` is an unknown path; with it, it needs the admin token.
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_hook_only_with_its_variable_and_the_token() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let edge = spawn_edge(origin.addr, &dir.path().join("a"), Some(ADMIN_CFG));
+    let r = c
+        .post(edge.admin_url("/clock/advance?ms=1000"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    let edge = spawn_edge_clocked(origin.addr, &dir.path().join("b"), Some(ADMIN_CFG));
+    let url = edge.admin_url("/clock/advance?ms=1000");
+    assert_eq!(c.post(&url).send().await.unwrap().status().as_u16(), 401);
+    let bad = edge.admin_url("/clock/advance?ms=soon");
+    let r = c.post(bad).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let answer = edge.advance_clock(Duration::from_millis(1000)).await;
+    assert_eq!(answer, r#"{"advanced_ms":1000,"memory":0,"disk":0}"#);
+}
