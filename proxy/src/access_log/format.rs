@@ -24,7 +24,9 @@ fn version_str(v: Version) -> &'static str {
 /// Formats lines into one reused buffer; the timestamp text is made once per second.
 #[derive(Default)]
 pub(super) struct Formatter {
-    line: String,
+    /// Bytes, not a `String`: the combined line is pushed byte by byte, and a `String` would
+    /// re-check UTF-8 for every piece (a measurable share of the writer's work per line).
+    line: Vec<u8>,
     /// Unix second the cached texts belong to.
     second: Option<u64>,
     /// `$time_local` of that second.
@@ -58,42 +60,41 @@ impl Formatter {
                 format_json(&mut self.line, &self.scratch, r);
             }
         }
-        self.line.push('\n');
-        self.line.as_bytes()
+        self.line.push(b'\n');
+        &self.line
     }
 }
 
 /// Append `bytes` the way nginx escapes log variables: `"`, `\` and bytes outside printable
 /// ASCII as `\xHH`, so a client cannot forge fields or lines.
-fn push_escaped(out: &mut String, bytes: &[u8]) {
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
-    if let Some(s) = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|_| bytes.iter().all(|b| plain(*b)))
-    {
+    if bytes.iter().all(|b| plain(*b)) {
         // The usual case, copied at once.
-        out.push_str(s);
+        out.extend_from_slice(bytes);
         return;
     }
     for &b in bytes {
         if plain(b) {
-            out.push(char::from(b));
+            out.push(b);
         } else {
-            let _ = write!(out, "\\x{b:02X}");
+            out.extend_from_slice(b"\\x");
+            out.push(b"0123456789ABCDEF"[usize::from(b >> 4)]);
+            out.push(b"0123456789ABCDEF"[usize::from(b & 0xf)]);
         }
     }
 }
 
-fn push_opt_header(out: &mut String, v: Option<&HeaderValue>) {
+fn push_opt_header(out: &mut Vec<u8>, v: Option<&HeaderValue>) {
     match v {
         Some(v) => push_escaped(out, v.as_bytes()),
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
 }
 
 /// Decimal digits of `n`. The writer formats ~100k lines/s on the proxy's own core, and
 /// `core::fmt` machinery is most of a line's cost; this is the one number format it needs.
-fn push_u64(out: &mut String, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -107,73 +108,73 @@ fn push_u64(out: &mut String, mut n: u64) {
         }
     }
     for &d in digits.get(i..).unwrap_or_default() {
-        out.push(char::from(d));
+        out.push(d);
     }
 }
 
-fn push_secs(out: &mut String, d: Option<Duration>) {
+fn push_secs(out: &mut Vec<u8>, d: Option<Duration>) {
     match d {
         Some(d) => {
             push_u64(out, d.as_secs());
             let ms = d.subsec_millis();
-            out.push('.');
+            out.push(b'.');
             for digit in [ms / 100, ms / 10 % 10, ms % 10] {
-                out.push(char::from(b'0' + digit as u8));
+                out.push(b'0' + digit as u8);
             }
         }
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
 }
 
-fn push_ip(out: &mut String, ip: Option<IpAddr>) {
+fn push_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
         Some(IpAddr::V4(v4)) => {
             for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 push_u64(out, u64::from(o));
             }
         }
         Some(v6) => {
-            let _ = write!(out, "{v6}");
+            out.extend_from_slice(v6.to_string().as_bytes());
         }
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
 }
 
-fn format_combined(out: &mut String, time_local: &str, r: &Record) {
+fn format_combined(out: &mut Vec<u8>, time_local: &str, r: &Record) {
     push_ip(out, r.client);
-    out.push_str(" - - [");
-    out.push_str(time_local);
-    out.push_str("] \"");
-    out.push_str(r.method.as_str());
-    out.push(' ');
+    out.extend_from_slice(" - - [".as_bytes());
+    out.extend_from_slice(time_local.as_bytes());
+    out.extend_from_slice("] \"".as_bytes());
+    out.extend_from_slice(r.method.as_str().as_bytes());
+    out.push(b' ');
     push_escaped(out, r.target.as_str().as_bytes());
-    out.push(' ');
-    out.push_str(version_str(r.version));
-    out.push_str("\" ");
+    out.push(b' ');
+    out.extend_from_slice(version_str(r.version).as_bytes());
+    out.extend_from_slice("\" ".as_bytes());
     push_u64(out, u64::from(r.status));
-    out.push(' ');
+    out.push(b' ');
     push_u64(out, r.body_bytes);
-    out.push_str(" \"");
+    out.extend_from_slice(" \"".as_bytes());
     push_opt_header(out, r.referer.as_ref());
-    out.push_str("\" \"");
+    out.extend_from_slice("\" \"".as_bytes());
     push_opt_header(out, r.user_agent.as_ref());
-    out.push_str("\" ");
-    out.push_str(r.cache_status.as_str());
-    out.push(' ');
+    out.extend_from_slice("\" ".as_bytes());
+    out.extend_from_slice(r.cache_status.as_str().as_bytes());
+    out.push(b' ');
     match r.upstream_status {
         Some(s) => push_u64(out, u64::from(s)),
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
-    out.push(' ');
+    out.push(b' ');
     push_secs(out, r.upstream_time);
-    out.push(' ');
+    out.push(b' ');
     push_secs(out, Some(r.request_time));
-    out.push(' ');
+    out.push(b' ');
     push_u64(out, r.bytes_sent);
-    out.push(' ');
+    out.push(b' ');
     push_request_id(out, &r.request_id);
 }
 
@@ -205,7 +206,7 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-fn format_json(out: &mut String, time: &str, r: &Record) {
+fn format_json(out: &mut Vec<u8>, time: &str, r: &Record) {
     let request_id = match &r.request_id {
         RequestId::Client(v) => Cow::Borrowed(v.to_str().unwrap_or("-")),
         id @ RequestId::Generated(_) => Cow::Owned(id.to_string()),
@@ -228,9 +229,7 @@ fn format_json(out: &mut String, time: &str, r: &Record) {
         request_id,
     };
     // Serializing strings and numbers into memory cannot fail.
-    if let Ok(s) = serde_json::to_string(&line) {
-        out.push_str(&s);
-    }
+    let _ = serde_json::to_writer(out, &line);
 }
 
 #[cfg(test)]
@@ -263,8 +262,9 @@ mod tests {
 
     #[test]
     fn combined_line_has_every_field_and_escapes_quotes() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         format_combined(&mut s, "14/Nov/2023:22:13:20 +0000", &record());
+        let s = String::from_utf8(s).unwrap(); // unwrap: test-only
         assert!(
             s.starts_with("192.0.2.7 - - [14/Nov/2023:22:13:20 +0000]"),
             "{s}"
@@ -281,30 +281,31 @@ mod tests {
     #[test]
     fn numbers_format_like_core_fmt() {
         for n in [0u64, 7, 10, 99, 1000, 1_234_567, u64::MAX] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
+            assert_eq!(s, n.to_string().as_bytes());
         }
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_hex(&mut s, 0xabc, 12);
-        assert_eq!(s, "000000000abc");
+        assert_eq!(s, b"000000000abc");
         for (d, want) in [
             (Duration::from_micros(1_500), "0.001"),
             (Duration::from_millis(61_042), "61.042"),
         ] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             push_secs(&mut s, Some(d));
-            assert_eq!(s, want);
+            assert_eq!(s, want.as_bytes());
         }
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_ip(&mut s, Some("10.0.255.1".parse().unwrap())); // unwrap: test-only
-        assert_eq!(s, "10.0.255.1");
+        assert_eq!(s, b"10.0.255.1");
     }
 
     #[test]
     fn json_line_is_one_object() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         format_json(&mut s, "2023-11-14T22:13:20.000Z", &record());
+        let s = String::from_utf8(s).unwrap(); // unwrap: test-only
         let v: serde_json::Value = serde_json::from_str(&s).unwrap(); // unwrap: test-only
         assert_eq!(v["status"], 200);
         assert_eq!(v["user_agent"], "curl \"evil\"");

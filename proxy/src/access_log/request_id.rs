@@ -66,29 +66,29 @@ impl fmt::Display for RequestId {
         match self {
             RequestId::Client(v) => f.write_str(v.to_str().unwrap_or("-")),
             RequestId::Generated(_) => {
-                let mut s = String::with_capacity(24);
+                let mut s = Vec::with_capacity(24);
                 push_request_id(&mut s, self);
-                f.write_str(&s)
+                f.write_str(std::str::from_utf8(&s).unwrap_or("-"))
             }
         }
     }
 }
 
 /// `n` as exactly `width` lowercase hex digits (its low `4 * width` bits).
-pub(super) fn push_hex(out: &mut String, n: u64, width: u32) {
+pub(super) fn push_hex(out: &mut Vec<u8>, n: u64, width: u32) {
     for shift in (0..width).rev() {
         let nibble = (n >> (shift * 4)) & 0xf;
-        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+        out.push(b"0123456789abcdef"[nibble as usize]);
     }
 }
 
-pub(super) fn push_request_id(out: &mut String, id: &RequestId) {
+pub(super) fn push_request_id(out: &mut Vec<u8>, id: &RequestId) {
     match id {
         // Checked by `from_client`: nothing that needs escaping.
-        RequestId::Client(v) => out.push_str(v.to_str().unwrap_or("-")),
+        RequestId::Client(v) => out.extend_from_slice(v.as_bytes()),
         RequestId::Generated(n) => {
-            out.push_str(&ID_PREFIX);
-            out.push('-');
+            out.extend_from_slice(ID_PREFIX.as_bytes());
+            out.push(b'-');
             push_hex(out, *n, GENERATED_ID_DIGITS);
         }
     }
