@@ -1,6 +1,9 @@
 //! Access control: admin and operator keys, office scoping everywhere in `/api`, the admin
 //! API on the internal listener only, expiry, revocation, last use, and `keys` commands.
 //! Asserted on statuses, bodies and rows.
+//!
+//! Over 600 lines on purpose: the access matrix (role x endpoint x office) is one table of
+//! cases, and its checks read best side by side; each test is short and self-contained.
 
 use std::collections::BTreeSet;
 

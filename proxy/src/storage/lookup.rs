@@ -7,12 +7,12 @@
 //! A lookup that is dropped midway (client gone) leaves nothing behind: a small disk hit it
 //! already promoted stays in memory, which is a valid entry.
 
+use super::body_file::BodyFile;
 use super::disk::DiskLookup;
 use super::entry;
 use super::hit::{DiskHit, TieredHit};
 use super::memory::{HotMeta, MemEntry};
 use super::{cache_key, hash_hex, internal_err, TieredStorage};
-use super::body_file::BodyFile;
 use crate::metrics::{Tier, METRICS};
 use pingora::cache::key::CacheKey;
 use pingora::cache::{CacheMeta, HitHandler};

@@ -5,10 +5,10 @@
 //! removed from disk and counted, never promoted. A kept file is bounded by
 //! `cache.memory.sendfile_max_open_files` and closes when its memory entry is dropped.
 
+use super::body_file::BodyFile;
 use super::entry;
 use super::memory::{HotMeta, MemEntry};
 use super::TieredStorage;
-use super::body_file::BodyFile;
 use bytes::Bytes;
 use pingora::cache::CacheMeta;
 use std::fs::File;

@@ -2,6 +2,9 @@
 //! that must not evict what they could not change, pipelined requests, Range edge cases,
 //! requests without `Host`, an origin that was down at the first health check, slow request
 //! heads, and the origin's internal paths.
+//!
+//! Over 600 lines on purpose: one short test per hostile case, each self-contained (its own
+//! origin and edge), so a failure names the case; splitting would scatter one threat list.
 
 use crate::common::*;
 use std::collections::HashMap;
