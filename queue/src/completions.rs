@@ -21,6 +21,9 @@ pub(crate) enum Completion {
     Flush(oneshot::Sender<()>),
 }
 
+/// How long an idle flusher keeps its connection.
+const IDLE_KEEP: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Most completions written by one statement.
 const COMPLETE_BATCH: usize = 500;
 
@@ -45,7 +48,16 @@ pub(crate) async fn flush_completions<C: Context>(
     };
     loop {
         if ids.is_empty() && acks.is_empty() {
-            match rx.recv().await {
+            // Idle: the connection goes back to the pool after a while, so a worker whose
+            // run was aborted (its flusher lives on, waiting) does not keep it for good.
+            let msg = match tokio::time::timeout(IDLE_KEEP, rx.recv()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    held.release();
+                    rx.recv().await
+                }
+            };
+            match msg {
                 Some(msg) => take(msg, &mut ids, &mut acks),
                 None => return,
             }

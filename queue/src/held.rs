@@ -53,4 +53,9 @@ impl Held {
             self.conn = None;
         }
     }
+
+    /// Gives the connection back to the pool (the next [`Held::conn`] checks one out).
+    pub(crate) fn release(&mut self) {
+        self.conn = None;
+    }
 }
