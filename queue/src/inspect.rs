@@ -228,11 +228,15 @@ pub struct TaskView {
     pub finished_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, queue, kind, state, priority, attempts, max_attempts, run_at, \
+/// Every column of `tasks`, in the order [`task_view`] reads them.
+pub(crate) const TASK_COLUMNS: &str =
+    "id, queue, kind, state, priority, attempts, max_attempts, run_at, \
     lease_until, worker_id, idempotency_key, last_error, errors, payload, created_at, \
     started_at, finished_at";
 
-fn view(row: &sqlx::any::AnyRow) -> Result<TaskView, sqlx::Error> {
+/// The one mapping of a `tasks` row selected by [`TASK_COLUMNS`] (the operator commands'
+/// `crate::store::TaskRow` is taken from it).
+pub(crate) fn task_view(row: &sqlx::any::AnyRow) -> Result<TaskView, sqlx::Error> {
     let state: String = row.try_get(3)?;
     let state = TaskState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
         index: "state".into(),
@@ -283,7 +287,7 @@ pub async fn list(
     let cond = filter.to_sql(3, now_ms);
     // Only constant fragments and placeholders are formatted in.
     let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE id < $1 AND {} ORDER BY id DESC LIMIT $2",
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id < $1 AND {} ORDER BY id DESC LIMIT $2",
         cond.text
     );
     let rows = cond
@@ -294,7 +298,7 @@ pub async fn list(
         )
         .fetch_all(db.pool())
         .await?;
-    let mut tasks = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = rows.iter().map(task_view).collect::<Result<Vec<_>, _>>()?;
     let next_before = if tasks.len() as i64 > limit {
         tasks.truncate(limit as usize);
         tasks.last().map(|t| t.id)
@@ -313,14 +317,14 @@ pub async fn task(
 ) -> Result<Option<TaskView>, sqlx::Error> {
     let cond = filter.to_sql(2, now_ms);
     let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND {}",
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND {}",
         cond.text
     );
     let row = cond
         .bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id))
         .fetch_optional(db.pool())
         .await?;
-    row.as_ref().map(view).transpose()
+    row.as_ref().map(task_view).transpose()
 }
 
 /// The kinds present in `tasks`, by name (for the filter's choices).

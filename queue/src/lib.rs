@@ -10,9 +10,11 @@
 //! (its name, its serde input, its [`TaskOptions`], its code), lists them in
 //! [`Context::handlers`], and enqueues with [`enqueue`]`::<Kind>(tx, config, input)`.
 //!
-//! Files: `task` (the trait, handlers, options, [`NewTask`]), `store` (the SQL: claims,
-//! leases, heartbeats, backoff, dead letters, prune, operator commands), `worker`
-//! (claim/run/record loop), `routing` (weighted round-robin), `backoff`, `metrics`,
+//! Files: `task` (the trait, handlers, options, [`NewTask`]), `store` (the SQL: leases,
+//! heartbeats, backoff, dead letters, prune, operator commands), `claim` (one statement per
+//! batch across the queues), `worker` (claim/run/record loop), `completions` (its batched
+//! done writes), `held` (the connections those two keep), `routing` (weighted
+//! round-robin), `backoff`, `metrics`,
 //! `config` (`[queue]`); for operators' consoles: `filter` (which tasks a list or bulk
 //! action covers), `control` (pause/resume, retry, run now, cancel, purge), `inspect`
 //! (counts, done per minute, task lists, one task) and `workers` (heartbeat records).
@@ -30,9 +32,12 @@
 //! `delivery_unknown`, so the application's own rows show the park exactly when it commits.
 
 pub mod backoff;
+pub mod claim;
+mod completions;
 pub mod config;
 pub mod control;
 pub mod filter;
+mod held;
 pub mod inspect;
 pub mod metrics;
 pub mod routing;

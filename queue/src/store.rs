@@ -1,21 +1,21 @@
-//! The queue's SQL: enqueue, claim, heartbeat, complete, fail, sweep, prune and the
-//! operator commands (stats, list, retry, purge).
+//! The queue's SQL: enqueue, heartbeat, complete, fail, sweep, prune and the operator
+//! commands (stats, list, retry, purge); the claim is `crate::claim` (re-exported here).
 //!
 //! Every function takes the current time as `now_ms` so tests can drive leases, backoff and
-//! pruning without sleeping. Claims are the only statements that differ per backend:
-//! PostgreSQL locks candidate rows with `FOR UPDATE SKIP LOCKED` so concurrent workers never
-//! wait on each other; SQLite has one writer at a time, so a single `UPDATE … RETURNING` is
-//! already atomic (WAL + busy timeout make the others wait their turn).
+//! pruning without sleeping. Besides the claim, only the statements that bind a list of ids
+//! differ per backend (a PostgreSQL array or a JSON array read by SQLite's `json_each`).
 
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
 use crate::config::QueueConfig;
+use crate::inspect::{task_view, TaskView, TASK_COLUMNS};
 use crate::{Backend, NewTask, QueueDb};
 
 /// How many entries of error history a task keeps.
 const ERROR_HISTORY: usize = 20;
 
+pub use crate::claim::{claim, release, ClaimedTask};
 pub use crate::now_ms;
 
 /// Where a task is in its life (the `tasks.state` column).
@@ -71,25 +71,6 @@ impl PartialEq<&str> for TaskState {
     }
 }
 
-/// A task a worker holds the lease of.
-#[derive(Debug, Clone)]
-pub struct ClaimedTask {
-    pub id: i64,
-    pub queue: String,
-    pub kind: String,
-    pub payload: Value,
-    /// Runs so far, this one included.
-    pub attempts: i64,
-    pub max_attempts: i64,
-    /// The JSON array of earlier errors.
-    pub errors: String,
-    pub created_at: i64,
-    /// When the task became due (enqueue or retry time): start of its wait.
-    pub run_at: i64,
-    /// When this run started (the claim's `now_ms`).
-    pub started_at: i64,
-}
-
 /// One task row as the operator commands show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskRow {
@@ -106,6 +87,28 @@ pub struct TaskRow {
     pub errors: Value,
     pub payload: Value,
     pub created_at: i64,
+}
+
+/// The operator commands' fields of a task as read ([`crate::inspect::TaskView`] is the one
+/// mapping of a `tasks` row).
+impl From<TaskView> for TaskRow {
+    fn from(t: TaskView) -> TaskRow {
+        TaskRow {
+            id: t.id,
+            queue: t.queue,
+            kind: t.kind,
+            state: t.state,
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            run_at: t.run_at,
+            lease_until: t.lease_until,
+            worker_id: t.worker_id,
+            last_error: t.last_error,
+            errors: Value::Array(t.errors),
+            payload: t.payload,
+            created_at: t.created_at,
+        }
+    }
 }
 
 /// Count of tasks per queue and state.
@@ -165,109 +168,6 @@ pub async fn enqueue_at(
     .fetch_one(&mut *conn)
     .await?;
     row.try_get(0)
-}
-
-fn claimed_from_row(row: &sqlx::any::AnyRow, now_ms: i64) -> Result<ClaimedTask, sqlx::Error> {
-    let payload: String = row.try_get("payload")?;
-    Ok(ClaimedTask {
-        id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        // A payload that is not JSON reaches the handler as null and fails there, visibly.
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        errors: row.try_get("errors")?,
-        created_at: row.try_get("created_at")?,
-        run_at: row.try_get("run_at")?,
-        started_at: now_ms,
-    })
-}
-
-/// The claim's condition that `queue` ($4) is not paused (`crate::control::pause`): one
-/// primary-key probe of a tiny table per claim.
-const NOT_PAUSED: &str = " AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $4)";
-
-/// Claims up to `limit` due tasks of `queue` for `worker_id`, leasing them until
-/// `now_ms + lease_ms`, skipping kinds in `exclude_kinds` (at their concurrency limit).
-/// A paused queue gives nothing.
-pub async fn claim(
-    db: &(impl QueueDb + ?Sized),
-    worker_id: &str,
-    queue: &str,
-    exclude_kinds: &[String],
-    limit: i64,
-    now_ms: i64,
-    lease_ms: i64,
-) -> Result<Vec<ClaimedTask>, sqlx::Error> {
-    if limit <= 0 {
-        return Ok(Vec::new());
-    }
-    let mut filter = String::new();
-    if !exclude_kinds.is_empty() {
-        let marks: Vec<String> = (0..exclude_kinds.len())
-            .map(|i| format!("${}", i + 6))
-            .collect();
-        filter = format!(" AND kind NOT IN ({})", marks.join(", "));
-    }
-    // Only placeholders and fixed fragments are formatted in; every value is bound.
-    let sql = match db.backend() {
-        // The candidates are locked once, by the uncorrelated sub-select (an init plan, run
-        // once: with SKIP LOCKED a rescan would pick further rows past the LIMIT). Matching
-        // them by `id = ANY(array)` walks the primary key; a join with the candidates let
-        // the planner hash-join a scan of the whole table into every claim.
-        Backend::Postgres => format!(
-            "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
-             worker_id = $2, started_at = $3 \
-             WHERE id = ANY(ARRAY(SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
-             AND run_at <= $3{filter}{NOT_PAUSED} ORDER BY priority DESC, run_at, id LIMIT $5 \
-             FOR UPDATE SKIP LOCKED)) \
-             RETURNING id, queue, kind, payload, attempts, max_attempts, errors, created_at, \
-             run_at"
-        ),
-        // One writer at a time: the statement is atomic as it is.
-        Backend::Sqlite => format!(
-            "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = $1, \
-             worker_id = $2, started_at = $3 \
-             WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND queue = $4 \
-             AND run_at <= $3{filter}{NOT_PAUSED} ORDER BY priority DESC, run_at, id LIMIT $5) \
-             RETURNING id, queue, kind, payload, attempts, max_attempts, errors, created_at, \
-             run_at"
-        ),
-    };
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now_ms.saturating_add(lease_ms))
-        .bind(worker_id)
-        .bind(now_ms)
-        .bind(queue)
-        .bind(limit);
-    for k in exclude_kinds {
-        q = q.bind(k.as_str());
-    }
-    let rows = q.fetch_all(db.pool()).await?;
-    let mut tasks = rows
-        .iter()
-        .map(|r| claimed_from_row(r, now_ms))
-        .collect::<Result<Vec<_>, _>>()?;
-    tasks.sort_by_key(|t| (t.run_at, t.id));
-    Ok(tasks)
-}
-
-/// Gives claimed-but-not-started tasks back (the attempt does not count).
-pub async fn release(
-    db: &(impl QueueDb + ?Sized),
-    worker_id: &str,
-    id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempts = attempts - 1, lease_until = NULL, \
-         worker_id = NULL WHERE id = $1 AND worker_id = $2 AND state = 'running'",
-    )
-    .bind(id)
-    .bind(worker_id)
-    .execute(db.pool())
-    .await?;
-    Ok(())
 }
 
 /// Renews the leases of `ids`, the tasks `worker_id` has in flight. Only those: a task the
@@ -343,10 +243,12 @@ pub async fn complete(
     Ok(r.rows_affected() == 1)
 }
 
-/// Marks many tasks of one worker done in one statement (the worker loop batches its
-/// completions: one commit per batch instead of per task). Returns how many it still held.
+/// Marks many tasks of one worker done in one statement on `conn` (the worker's flusher
+/// batches its completions: one commit per batch instead of per task). Returns how many it
+/// still held.
 pub async fn complete_many(
-    db: &(impl QueueDb + ?Sized),
+    conn: &mut AnyConnection,
+    backend: Backend,
     ids: &[i64],
     worker_id: &str,
     now_ms: i64,
@@ -354,7 +256,7 @@ pub async fn complete_many(
     if ids.is_empty() {
         return Ok(0);
     }
-    let sql = match db.backend() {
+    let sql = match backend {
         Backend::Postgres => {
             "UPDATE tasks SET state = 'done', finished_at = $1, lease_until = NULL \
              WHERE id = ANY($3::bigint[]) AND worker_id = $2 AND state = 'running'"
@@ -368,8 +270,8 @@ pub async fn complete_many(
     let r = sqlx::query(sql)
         .bind(now_ms)
         .bind(worker_id)
-        .bind(id_list(db.backend(), ids))
-        .execute(db.pool())
+        .bind(id_list(backend, ids))
+        .execute(&mut *conn)
         .await?;
     Ok(r.rows_affected())
 }
@@ -588,53 +490,28 @@ pub async fn list(
     state: TaskState,
     limit: i64,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, queue, kind, state, attempts, max_attempts, run_at, lease_until, worker_id, \
-         last_error, errors, payload, created_at FROM tasks WHERE state = $1 \
-         ORDER BY id LIMIT $2",
-    )
-    .bind(state.as_str())
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(task_row).collect()
+    // Only the constant column list is formatted in.
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE state = $1 ORDER BY id LIMIT $2");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| task_view(r).map(TaskRow::from))
+        .collect()
 }
 
 /// One task by id.
 pub async fn get(db: &(impl QueueDb + ?Sized), id: i64) -> Result<Option<TaskRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT id, queue, kind, state, attempts, max_attempts, run_at, lease_until, worker_id, \
-         last_error, errors, payload, created_at FROM tasks WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    row.as_ref().map(task_row).transpose()
-}
-
-fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow, sqlx::Error> {
-    let errors: String = row.try_get(10)?;
-    let payload: String = row.try_get(11)?;
-    let state: String = row.try_get(3)?;
-    let state = TaskState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: "state".into(),
-        source: format!("unknown task state {state:?}").into(),
-    })?;
-    Ok(TaskRow {
-        id: row.try_get(0)?,
-        queue: row.try_get(1)?,
-        kind: row.try_get(2)?,
-        state,
-        attempts: row.try_get(4)?,
-        max_attempts: row.try_get(5)?,
-        run_at: row.try_get(6)?,
-        lease_until: row.try_get(7)?,
-        worker_id: row.try_get(8)?,
-        last_error: row.try_get(9)?,
-        errors: serde_json::from_str(&errors).unwrap_or(Value::Null),
-        payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
-        created_at: row.try_get(12)?,
-    })
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref()
+        .map(|r| task_view(r).map(TaskRow::from))
+        .transpose()
 }
 
 /// Requeues dead or `delivery_unknown` task `id` with a fresh attempt budget, on the

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{KindConfig, QUEUES};
+use crate::completions::{flush_completions, Completion};
+use crate::config::KindConfig;
+use crate::held::Held;
 use crate::routing::Wrr;
 use crate::store::{self, ClaimedTask, FailResult};
 use crate::task::{Handler, Handlers, TaskError};
@@ -85,23 +87,13 @@ pub struct Worker<C: Context> {
     in_flight: Mutex<HashSet<i64>>,
 }
 
-/// A message to the completion flusher.
-enum Completion {
-    Done(i64),
-    /// Write everything received so far, then answer.
-    Flush(oneshot::Sender<()>),
-}
-
-/// Most completions written by one statement.
-const COMPLETE_BATCH: usize = 500;
-
 /// Writes of one outcome before the worker gives the task up to the sweep.
 pub const OUTCOME_TRIES: u32 = 5;
 /// Wait before the second write of an outcome, doubled for each later one.
 const OUTCOME_RETRY_BASE: Duration = Duration::from_millis(50);
 
 /// The wait before write number `try_no + 1` of an outcome (`try_no` from 1).
-fn outcome_backoff(try_no: u32) -> Duration {
+pub(crate) fn outcome_backoff(try_no: u32) -> Duration {
     OUTCOME_RETRY_BASE.saturating_mul(1 << try_no.saturating_sub(1).min(10))
 }
 
@@ -177,7 +169,8 @@ impl<C: Context> Worker<C> {
         ids
     }
 
-    fn land(&self, ids: &[i64]) {
+    /// Takes recorded (or given up) tasks out of the in-flight set.
+    pub(crate) fn land(&self, ids: &[i64]) {
         let mut set = self.in_flight_lock();
         for id in ids {
             set.remove(id);
@@ -220,48 +213,33 @@ impl<C: Context> Worker<C> {
     /// Claims up to `free` tasks: each queue first gets its weighted round-robin share, then
     /// slots left over (a queue had fewer due) go to the other queues in priority order.
     pub async fn claim(&self, free: usize, now_ms: i64) -> Result<Vec<ClaimedTask>, sqlx::Error> {
-        let owed = self.wrr.take(free as u64, self.ctx.queue_config().weights);
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        self.claim_on(&mut conn, free, now_ms).await
+    }
+
+    /// [`Worker::claim`] on `conn`: one statement for the whole batch (`crate::claim`).
+    async fn claim_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        free: usize,
+        now_ms: i64,
+    ) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let shares = self.wrr.take(free as u64, self.ctx.queue_config().weights);
         let exclude = self.saturated_kinds();
-        let mut got = Vec::new();
-        let mut exhausted = [false; 3];
-        for (i, queue) in QUEUES.iter().enumerate() {
-            let want = i64::try_from(owed[i]).unwrap_or(0);
-            if want == 0 {
-                continue;
-            }
-            let tasks = store::claim(
-                self.ctx.db(),
-                &self.id,
-                queue,
-                &exclude,
-                want,
-                now_ms,
-                self.lease_ms(),
-            )
-            .await?;
-            exhausted[i] = (tasks.len() as i64) < want;
-            got.extend(tasks);
-        }
-        for (i, queue) in QUEUES.iter().enumerate() {
-            let left = free.saturating_sub(got.len());
-            if left == 0 {
-                break;
-            }
-            if exhausted[i] {
-                continue;
-            }
-            let tasks = store::claim(
-                self.ctx.db(),
-                &self.id,
-                queue,
-                &exclude,
-                i64::try_from(left).unwrap_or(0),
-                now_ms,
-                self.lease_ms(),
-            )
-            .await?;
-            got.extend(tasks);
-        }
+        let backend = self.ctx.db().backend();
+        let got = store::claim(
+            conn,
+            backend,
+            &self.id,
+            shares,
+            &exclude,
+            now_ms,
+            self.lease_ms(),
+        )
+        .await?;
         // A batch may hold more of one kind than its limit allows: give the extra back.
         let mut admitted = Vec::with_capacity(got.len());
         for t in got {
@@ -488,6 +466,8 @@ impl<C: Context> Worker<C> {
             None // run() twice on one worker: the first flusher serves both
         };
         let mut running = tokio::task::JoinSet::new();
+        // The claims' own connection (`crate::held`): no ping before each batch.
+        let mut claims = Held::new(self.ctx.db().pool());
         let mut last_maintain = 0i64;
         let concurrency = qc.worker_concurrency as usize;
         let batch = qc.claim_batch as usize;
@@ -503,7 +483,12 @@ impl<C: Context> Worker<C> {
             let free = concurrency.saturating_sub(running.len()).min(batch);
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(free, now).await {
+                let got = match claims.conn().await {
+                    Ok(conn) => self.claim_on(conn, free, now).await,
+                    Err(e) => Err(e),
+                };
+                claims.after(got.is_ok());
+                match got {
                     Ok(tasks) => {
                         claimed = tasks.len();
                         for t in tasks {
@@ -548,69 +533,5 @@ impl<C: Context> Worker<C> {
             tracing::warn!(error = %e, "worker record not removed");
         }
         tracing::info!(worker = %self.id, "worker stopped");
-    }
-}
-
-/// Writes completions in batches: whatever arrived while the previous write ran goes in the
-/// next statement, so the batch size follows the load with no timer. A failed write is
-/// retried [`OUTCOME_TRIES`] times in all; then the tasks leave the in-flight set and the
-/// sweep gives them back once their leases expire.
-async fn flush_completions<C: Context>(
-    worker: Arc<Worker<C>>,
-    mut rx: mpsc::UnboundedReceiver<Completion>,
-) {
-    let mut ids: Vec<i64> = Vec::with_capacity(COMPLETE_BATCH);
-    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-    // Failed writes of the current batch so far.
-    let mut failures = 0u32;
-    let take = |msg: Completion, ids: &mut Vec<i64>, acks: &mut Vec<oneshot::Sender<()>>| match msg
-    {
-        Completion::Done(id) => ids.push(id),
-        Completion::Flush(ack) => acks.push(ack),
-    };
-    loop {
-        if ids.is_empty() && acks.is_empty() {
-            match rx.recv().await {
-                Some(msg) => take(msg, &mut ids, &mut acks),
-                None => return,
-            }
-        }
-        while ids.len() < COMPLETE_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => take(msg, &mut ids, &mut acks),
-                Err(_) => break,
-            }
-        }
-        if !ids.is_empty() {
-            let n = ids.len().min(COMPLETE_BATCH);
-            match store::complete_many(worker.ctx.db(), &ids[..n], &worker.id, store::now_ms())
-                .await
-            {
-                Ok(_) => {
-                    worker.land(&ids[..n]);
-                    ids.drain(..n);
-                    failures = 0;
-                }
-                Err(e) if failures + 1 < OUTCOME_TRIES => {
-                    failures += 1;
-                    tracing::warn!(error = %e, tasks = n, "could not record completions; retrying");
-                    tokio::time::sleep(outcome_backoff(failures)).await;
-                }
-                Err(e) => {
-                    // Let them go: out of the heartbeat, their leases expire and the sweep
-                    // queues them again (at-least-once).
-                    tracing::warn!(error = %e, tasks = n, "could not record completions; released to the sweep");
-                    worker.land(&ids[..n]);
-                    ids.drain(..n);
-                    failures = 0;
-                }
-            }
-            if !ids.is_empty() {
-                continue;
-            }
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
     }
 }

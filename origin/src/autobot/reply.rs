@@ -52,11 +52,11 @@ impl komora_queue::Task for ProcessAiReply {
     type Context = TaskContext;
 
     fn options() -> TaskOptions {
-        TaskOptions::on("high")
+        MessageInput::options()
     }
 
     fn idempotency_key(input: &MessageInput) -> Option<String> {
-        Some(format!("{}:{}", Self::KIND, input.message_id))
+        input.key(Self::KIND)
     }
 
     async fn run(
@@ -74,16 +74,15 @@ impl komora_queue::Task for ProcessAiReply {
         if done.is_some() {
             return Ok(());
         }
-        let row = sqlx::query(
-            "SELECT m.direction, m.conversation_id, c.platform, c.office_id, o.timezone, \
-             o.autobot_enabled, o.working_hours, o.days_off \
-             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
-             LEFT JOIN offices o ON o.id = c.office_id WHERE m.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&ctx.db.pool)
-        .await?
-        .ok_or_else(|| TaskError::Permanent(format!("message {id} does not exist")))?;
+        let row = input
+            .load(
+                ctx,
+                "SELECT m.direction, m.conversation_id, c.platform, c.office_id, o.timezone, \
+                 o.autobot_enabled, o.working_hours, o.days_off \
+                 FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                 LEFT JOIN offices o ON o.id = c.office_id WHERE m.id = $1",
+            )
+            .await?;
         let direction: String = row.try_get(0)?;
         let conversation_id: i64 = row.try_get(1)?;
         let platform: String = row.try_get(2)?;

@@ -93,11 +93,11 @@ impl komora_queue::Task for SendMessage {
     type Context = TaskContext;
 
     fn options() -> TaskOptions {
-        TaskOptions::on("high")
+        MessageInput::options()
     }
 
     fn idempotency_key(input: &MessageInput) -> Option<String> {
-        Some(format!("{}:{}", Self::KIND, input.message_id))
+        input.key(Self::KIND)
     }
 
     async fn run(
@@ -107,15 +107,14 @@ impl komora_queue::Task for SendMessage {
         task: &ClaimedTask,
     ) -> Result<(), TaskError> {
         let id = input.message_id;
-        let row = sqlx::query(
-            "SELECT m.direction, m.text, m.delivery_status, c.platform, c.external_chat_id, \
-             m.send_attempted_at \
-             FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&ctx.db.pool)
-        .await?
-        .ok_or_else(|| TaskError::Permanent(format!("message {id} does not exist")))?;
+        let row = input
+            .load(
+                ctx,
+                "SELECT m.direction, m.text, m.delivery_status, c.platform, c.external_chat_id, \
+                 m.send_attempted_at \
+                 FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = $1",
+            )
+            .await?;
         let direction: String = row.try_get(0)?;
         let text: String = row.try_get(1)?;
         let status = delivery_status_at(&row, 2)?;

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sqlx::any::AnyRow;
+
 pub use komora_queue::task::{Handler as TaskHandler, Handlers, TaskOptions};
 pub use komora_queue::TaskError;
 
@@ -51,6 +53,32 @@ impl komora_queue::Context for TaskContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageInput {
     pub message_id: i64,
+}
+
+/// What the kinds that act on one message (`send_message`, `process_ai_reply`) share: their
+/// queue, their key, and how their run reads its message. What each does with the row (and
+/// which direction it wants) stays in the kind.
+impl MessageInput {
+    /// Options of a message kind: the high queue (someone in a chat waits for it).
+    pub fn options() -> TaskOptions {
+        TaskOptions::on("high")
+    }
+
+    /// One live task of `kind` per message.
+    pub fn key(&self, kind: &str) -> Option<String> {
+        Some(format!("{kind}:{}", self.message_id))
+    }
+
+    /// The row `sql` selects for the message (`$1` is its id). A message that does not
+    /// exist fails the task for good; a database error is retried.
+    pub async fn load(&self, ctx: &TaskContext, sql: &'static str) -> Result<AnyRow, TaskError> {
+        let id = self.message_id;
+        sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&ctx.db.pool)
+            .await?
+            .ok_or_else(|| TaskError::Permanent(format!("message {id} does not exist")))
+    }
 }
 
 /// The task of kind `T` for message `message_id`, keyed by the kind's idempotency key.

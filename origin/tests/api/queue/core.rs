@@ -366,6 +366,41 @@ both_backends!(batched_claims_split_by_weight_and_fill_up, |t| {
     assert_eq!(ids.len(), 10);
 });
 
+both_backends!(leftover_slots_go_to_the_queues_in_priority_order, |t| {
+    let cfg = config(
+        "[queue.kinds.h]\nqueue = \"high\"\n[queue.kinds.d]\nqueue = \"default\"\n\
+         concurrency = 100\n[queue.kinds.l]\nqueue = \"low\"\nconcurrency = 100\n",
+    );
+    // High has fewer due than its share (6 of 10): its 4 spare slots go to default first,
+    // though low could take them too.
+    for (k, n) in [("h", 2), ("d", 30), ("l", 30)] {
+        for _ in 0..n {
+            enqueue(&t.db, &cfg, NewTask::new(k, json!({})), T0).await;
+        }
+    }
+    let w = worker(&t.db, &cfg);
+    let got = w.claim(10, T0).await.unwrap();
+    let queues: Vec<&str> = got.iter().map(|t| t.queue.as_str()).collect();
+    // In priority order, each queue's tasks oldest first.
+    let mut want = vec!["high"; 2];
+    want.extend(["default"; 7]);
+    want.push("low");
+    assert_eq!(queues, want);
+    let ids: Vec<i64> = got.iter().map(|t| t.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "enqueued in queue order, so ids rise");
+    // A paused queue's share goes to the others too.
+    let mut conn = t.db.pool.acquire().await.unwrap();
+    komora_queue::control::pause(&mut conn, "default", "test", T0)
+        .await
+        .unwrap();
+    drop(conn);
+    let got = w.claim(10, T0).await.unwrap();
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|t| t.queue == "low"), "{got:?}");
+});
+
 both_backends!(concurrent_workers_never_share_a_task, |t| {
     let cfg = config("[queue.kinds.noop]\nconcurrency = 1000\n");
     for _ in 0..200 {
