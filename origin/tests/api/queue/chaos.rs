@@ -111,7 +111,9 @@ both_backends!(
         ];
         let mut kills = 0;
         let mut cut = t.db.backend != Backend::Postgres;
-        let deadline = Instant::now() + Duration::from_secs(45);
+        // A bound on a hang, not a speed test: on a loaded 2-core box (other test threads,
+        // other sessions) the 2,000 sends with 12 kills took over 45 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let pause = rand::thread_rng().gen_range(150..450);
             tokio::time::sleep(Duration::from_millis(pause)).await;
