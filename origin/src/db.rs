@@ -23,6 +23,34 @@ pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// See [`SQLITE_MIGRATIONS`].
 pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Applied migrations whose text changed in comments only (the tracker numbers were taken out
+/// of 0001 and 0002): backend, version, and the SHA-384 (hex) of the file as it was applied.
+/// sqlx refuses to start on a database whose applied migration's checksum differs from the
+/// embedded file's, so [`Db::migrate`] first replaces exactly these old checksums with the
+/// current ones. Any other change to an applied migration still fails the start.
+const COMMENT_ONLY_REWRITES: &[(Backend, i64, &str)] = &[
+    (
+        Backend::Sqlite,
+        1,
+        "4ec21b1e755b5e006a188dfe355a219aa4d3985cf7816a41c1902558702110f2c46bcc94035ebafa0cc799651dd6aadd",
+    ),
+    (
+        Backend::Sqlite,
+        2,
+        "8f7f8d34c43c2a40e4fdf9f58ed040bcad7930d9d63a738688896d00df23e305340c9c7f68aa7e73ed5cba57cf320718",
+    ),
+    (
+        Backend::Postgres,
+        1,
+        "4ffa46a9b6f1ffdc81d013b35a9a17651c1c47e71845863f0e29b8880c002ab5b89aea09ab2ac41688c60467632866c3",
+    ),
+    (
+        Backend::Postgres,
+        2,
+        "0e141cbe8a371c90005c08c8e518cea5c2ca9034c4b731ec2bac407ad27a90b3b7bb4530d2a1c277c47bd12c585f331c",
+    ),
+];
+
 /// Which database engine a [`Db`] talks to (the queue's claims differ per backend too).
 pub use komora_queue::Backend;
 
@@ -111,7 +139,46 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        self.accept_comment_only_rewrites(migrator).await?;
         migrator.run(&self.pool).await.map_err(sqlx::Error::from)
+    }
+
+    /// See [`COMMENT_ONLY_REWRITES`]. A database without sqlx's table (never migrated) has
+    /// nothing to rewrite.
+    async fn accept_comment_only_rewrites(&self, migrator: &Migrator) -> Result<(), sqlx::Error> {
+        let has_table = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename = '_sqlx_migrations'"
+            }
+        };
+        let n: i64 = sqlx::query_scalar(has_table).fetch_one(&self.pool).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        for (backend, version, old) in COMMENT_ONLY_REWRITES {
+            let Some(current) = migrator.iter().find(|m| m.version == *version) else {
+                continue;
+            };
+            let Ok(old) = hex::decode(old) else {
+                continue;
+            };
+            if *backend != self.backend {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+            )
+            .bind(current.checksum.to_vec())
+            .bind(*version)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs a trivial query: the readiness probe.

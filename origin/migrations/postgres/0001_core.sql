@@ -1,4 +1,4 @@
--- Core data model (issue 2): offices, clients, conversations, messages, media, API keys.
+-- Core data model: offices, clients, conversations, messages, media, API keys.
 -- Times are BIGINT Unix milliseconds (UTC) on both backends so they sort and index alike.
 -- Integer columns are BIGINT so the Any driver decodes them as i64 everywhere.
 

@@ -1,4 +1,4 @@
--- Durable task queue (issue 4): one row per task; state machine queued -> running -> done,
+-- Durable task queue: one row per task; state machine queued -> running -> done,
 -- or back to queued with a later run_at (retry), or dead after max_attempts.
 -- Times are BIGINT Unix milliseconds, as everywhere in the origin.
 CREATE TABLE tasks (
@@ -40,7 +40,7 @@ CREATE TABLE ai_replies (
     created_at BIGINT NOT NULL
 );
 
--- Autobot settings per office (issue 4). working_hours is a JSON object from weekday
+-- Autobot settings per office. working_hours is a JSON object from weekday
 -- ("mon".."sun") to a list of "HH:MM-HH:MM" ranges in the office's timezone; a range whose
 -- end is not after its start runs past midnight into the next day. days_off is a JSON
 -- array of local dates "YYYY-MM-DD" on which the office is closed all day.
