@@ -159,16 +159,16 @@ impl Db {
         if n == 0 {
             return Ok(());
         }
-        for (backend, version, old) in COMMENT_ONLY_REWRITES {
+        let ours = COMMENT_ONLY_REWRITES
+            .iter()
+            .filter(|(backend, _, _)| *backend == self.backend);
+        for (_, version, old) in ours {
             let Some(current) = migrator.iter().find(|m| m.version == *version) else {
                 continue;
             };
             let Ok(old) = hex::decode(old) else {
                 continue;
             };
-            if *backend != self.backend {
-                continue;
-            }
             sqlx::query(
                 "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
             )
