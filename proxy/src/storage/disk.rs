@@ -33,7 +33,7 @@ pub struct DiskTier {
 pub enum DiskLookup {
     /// Body small enough to read whole; already verified. The file is returned too (open
     /// for reading) so the memory tier can keep it for zero-copy sends.
-    Small(EntryMeta, Vec<u8>, File),
+    Small(EntryMeta, bytes::Bytes, File),
     /// Body to stream from its file.
     Large(LargeEntry),
 }

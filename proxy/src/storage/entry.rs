@@ -188,16 +188,20 @@ pub fn verify_body_at(file: &File, header: &EntryHeader, chunk: usize) -> Result
 }
 
 /// Read the whole body into memory and verify it (used only for small objects).
-pub fn read_body_verified(file: &mut File, header: &EntryHeader) -> Result<Vec<u8>, EntryError> {
+/// The body is [placed](super::placement) for fast copies out of it.
+pub fn read_body_verified(
+    file: &mut File,
+    header: &EntryHeader,
+) -> Result<bytes::Bytes, EntryError> {
     let len = usize::try_from(header.body_len).map_err(|_| EntryError::Corrupt("body too long"))?;
-    let mut body = vec![0u8; len];
+    let mut body = super::placement::zeroed(len);
     file.read_exact(&mut body)
         .map_err(|_| EntryError::Corrupt("short body"))?;
     let digest: [u8; 32] = Sha256::digest(&body).into();
     if digest != header.body_sha256 {
         return Err(EntryError::Corrupt("body checksum mismatch"));
     }
-    Ok(body)
+    Ok(body.freeze())
 }
 
 /// Final path of an entry: nginx `levels=1:2` fan-out from the end of the hex hash,

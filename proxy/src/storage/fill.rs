@@ -15,8 +15,9 @@
 //! Such a fill is no longer listed in [`Fills`]: a new request cannot start at byte 0 of a
 //! body whose middle may already be gone, so it fetches from the origin itself.
 
+use super::placement;
 use crate::metrics::METRICS;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::{Error, ErrorType, Result};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -185,7 +186,7 @@ impl Fill {
             .file
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "fill has no file"))?;
-        let mut buf = BytesMut::zeroed(usize::try_from(len).unwrap_or(0));
+        let mut buf = placement::zeroed(usize::try_from(len).unwrap_or(0));
         file.read_exact_at(&mut buf, self.body_offset + pos)
             .map_err(|e| Error::because(ErrorType::InternalError, "cache fill read", e))?;
         Ok(buf.freeze())

@@ -15,10 +15,11 @@ use super::disk::{self, DiskTier};
 use super::entry;
 use super::fill::FillHit;
 use super::internal_err;
+use super::placement;
 use crate::eviction::{identity, Verified};
 use crate::metrics::{Tier, METRICS};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::cache::key::CacheKey;
 use pingora::cache::storage::HandleHit;
 use pingora::cache::trace::SpanHandle;
@@ -144,7 +145,7 @@ impl DiskHit {
             self.need_seek = false;
         }
         let n = usize::try_from((self.end - self.pos).min(self.chunk as u64)).unwrap_or(self.chunk);
-        let mut buf = BytesMut::zeroed(n);
+        let mut buf = placement::zeroed(n);
         self.file
             .read_exact(&mut buf)
             .map_err(|e| internal_err("disk cache read", e))?;

@@ -165,7 +165,10 @@ impl MemEntry {
     }
 
     fn weight(&self) -> u32 {
-        let w = self.body.len() + self.url.len() + ENTRY_OVERHEAD;
+        let w = self.body.len()
+            + super::placement::overhead(self.body.len())
+            + self.url.len()
+            + ENTRY_OVERHEAD;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }

@@ -15,10 +15,11 @@
 use super::disk::DiskWriter;
 use super::fill::{Fill, FillState};
 use super::memory::{HotMeta, MemEntry};
+use super::placement;
 use super::{hash_hex, TieredStorage};
 use crate::metrics::METRICS;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::cache::key::CacheKey;
 use pingora::cache::storage::{HandleMiss, MissFinishType, MissHandler};
 use pingora::cache::CacheMeta;
@@ -201,15 +202,7 @@ impl HandleMiss for TieredMiss {
             return Ok(MissFinishType::Created(0));
         };
         if let (Some(chunks), Some(hot)) = (self.mem_buf.take(), self.hot.take()) {
-            let body = if chunks.len() == 1 {
-                chunks.into_iter().next().unwrap_or_default()
-            } else {
-                let mut b = BytesMut::with_capacity(usize::try_from(body_len).unwrap_or(0));
-                for c in chunks {
-                    b.extend_from_slice(&c);
-                }
-                b.freeze()
-            };
+            let body = placement::joined(chunks, usize::try_from(body_len).unwrap_or(0));
             let file = self.storage.body_file(file, body_offset, body_len);
             self.storage.memory.insert(
                 self.hash.clone(),

@@ -28,7 +28,8 @@
 //! promotion; `hit.rs` the hit handlers; `miss.rs` the miss handler (fill glue);
 //! `purge.rs` invalidation; `update.rs` meta rewrites; `advance.rs` the edge tests' clock
 //! (every entry made older); `report.rs` the metrics view;
-//! `memory.rs`, `disk.rs`, `entry.rs`, `fill.rs` the tiers, the file format, the fills.
+//! `memory.rs`, `disk.rs`, `entry.rs`, `fill.rs` the tiers, the file format, the fills;
+//! `placement.rs` where body bytes start in memory (copies out of them stay fast).
 
 mod advance;
 pub mod body_file;
@@ -40,6 +41,7 @@ mod hit;
 mod lookup;
 pub mod memory;
 mod miss;
+pub mod placement;
 mod promote;
 mod purge;
 mod report;

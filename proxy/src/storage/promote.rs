@@ -31,11 +31,10 @@ impl TieredStorage {
         &self,
         hash: String,
         m: entry::EntryMeta,
-        body: Vec<u8>,
+        body: Bytes,
         file: File,
     ) -> Option<(CacheMeta, Arc<MemEntry>)> {
         let meta = self.parse_meta(&hash, &m)?;
-        let body = Bytes::from(body);
         let file = self.body_file(file, m.header.body_offset(), m.header.body_len);
         let e = Arc::new(MemEntry::new(HotMeta::of(&meta), body, m.key).with_file(file));
         self.memory.insert(hash, e.clone());

@@ -1,0 +1,145 @@
+//! Where cached body bytes start in memory.
+//!
+//! Every body that TLS (rustls) or HTTP/2 copies out of this process's memory is copied by
+//! glibc's `memcpy`, which for 4 KiB and more uses `rep movsb`. On the AMD EPYC (Zen 4)
+//! machines the edge is benchmarked on, `rep movsb` runs ~20x slower (2.2–3.1 GB/s instead
+//! of 50–100) when the destination starts 1 to 15 bytes past the source's offset within a
+//! 4 KiB page. rustls copies each 16 KiB plaintext record into a fresh, page-aligned
+//! allocation behind a 5-byte record header, so a page-aligned source (what the allocator
+//! hands out for any large body) put every record of every TLS hit on the slow path: 26 % of
+//! the edge's core on 64 KiB hits over https/1.1 (`perf`), and glibc told not to use
+//! `rep movsb` served 64 KiB and 1 MiB https/1.1 hits 28 % and 39 % faster. Intel Xeons
+//! measured the same day have no such slow path; there placement changes nothing.
+//! `bench/memcpy-offset.c` tells which kind a machine is; bench/README-edge.md has the runs.
+//!
+//! So a body of at least [`MIN_PLACED_LEN`] bytes starts in the middle half of a page
+//! ([`placed_well`]): at least 1 KiB away from the page offsets where record and frame
+//! headers put the copy's destination. It costs at most [`SLACK`] bytes per body, which the
+//! memory tier's weigher counts. Smaller bodies are copied by vector loops, where placement
+//! does not matter, and are left as they are.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Page size the copy penalty repeats at (bytes).
+const PAGE: usize = 4096;
+/// A placed body starts at a page offset in `[EDGE, PAGE - EDGE]` (bytes).
+const EDGE: usize = 1024;
+/// Bodies shorter than this (bytes) are not placed: glibc copies them without `rep movsb`.
+pub const MIN_PLACED_LEN: usize = 4096;
+/// Extra bytes allocated for a placed body: the largest shift [`zeroed`] needs (from a page
+/// offset just past `PAGE - EDGE` round to `EDGE`).
+pub const SLACK: usize = 2 * EDGE;
+
+/// Whether `bytes` starts where copies out of it are fast (see the module docs); true for
+/// any body shorter than [`MIN_PLACED_LEN`].
+pub fn placed_well(bytes: &[u8]) -> bool {
+    bytes.len() < MIN_PLACED_LEN || {
+        let offset = bytes.as_ptr() as usize % PAGE;
+        (EDGE..=PAGE - EDGE).contains(&offset)
+    }
+}
+
+/// Extra memory a body of `len` bytes holds because of its placement (bytes).
+pub fn overhead(len: usize) -> usize {
+    if len < MIN_PLACED_LEN {
+        0
+    } else {
+        SLACK
+    }
+}
+
+/// A zeroed buffer of `len` bytes, placed (see the module docs) when it is long enough.
+pub fn zeroed(len: usize) -> BytesMut {
+    if len < MIN_PLACED_LEN {
+        return BytesMut::zeroed(len);
+    }
+    let mut buf = BytesMut::zeroed(len + SLACK);
+    let offset = buf.as_ptr() as usize % PAGE;
+    let shift = if (EDGE..=PAGE - EDGE).contains(&offset) {
+        0
+    } else {
+        (EDGE + PAGE - offset) % PAGE
+    };
+    // `advance` moves the start inside the same allocation; nothing is copied.
+    buf.advance(shift);
+    buf.truncate(len);
+    buf
+}
+
+/// `chunks` (`len` bytes in all) as one placed body: the single chunk itself when it is
+/// already placed well, else one copy.
+pub fn joined(chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if let [one] = chunks.as_slice() {
+        if placed_well(one) {
+            return one.clone();
+        }
+    }
+    let mut buf = zeroed(len);
+    let mut at = 0;
+    for c in &chunks {
+        let end = (at + c.len()).min(len);
+        buf[at..end].copy_from_slice(&c[..end - at]);
+        at = end;
+    }
+    buf.truncate(at);
+    buf.freeze()
+}
+
+/// `body` placed: itself when it is placed well, else a placed copy.
+pub fn placed(body: Bytes) -> Bytes {
+    if placed_well(&body) {
+        body
+    } else {
+        let len = body.len();
+        joined(vec![body], len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_buffers_start_in_the_middle_half_of_a_page_small_ones_anywhere() {
+        for len in [MIN_PLACED_LEN, 64 * 1024, 1 << 20, 3 * 1024 * 1024 + 7] {
+            let b = zeroed(len);
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0));
+            let offset = b.as_ptr() as usize % PAGE;
+            assert!(
+                (EDGE..=PAGE - EDGE).contains(&offset),
+                "{len}: offset {offset}"
+            );
+        }
+        assert_eq!(zeroed(100).len(), 100);
+        assert!(placed_well(&zeroed(MIN_PLACED_LEN - 1)));
+    }
+
+    #[test]
+    fn joined_keeps_the_bytes_and_their_order() {
+        let chunks: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 3000])).collect();
+        let body = joined(chunks, 15_000);
+        assert_eq!(body.len(), 15_000);
+        assert!(placed_well(&body));
+        for (i, part) in body.chunks(3000).enumerate() {
+            assert!(part.iter().all(|&x| usize::from(x) == i));
+        }
+    }
+
+    #[test]
+    fn a_page_aligned_body_is_moved_a_placed_one_is_kept() {
+        // A page-aligned start is the case the module exists for.
+        let mut aligned = BytesMut::zeroed(64 * 1024 + PAGE);
+        let shift = (PAGE - aligned.as_ptr() as usize % PAGE) % PAGE;
+        aligned.advance(shift);
+        aligned.truncate(64 * 1024);
+        aligned[0] = 9;
+        let aligned = aligned.freeze();
+        assert!(!placed_well(&aligned));
+        let moved = placed(aligned.clone());
+        assert!(placed_well(&moved));
+        assert_eq!(moved, aligned);
+        let kept = placed(moved.clone());
+        assert_eq!(kept.as_ptr(), moved.as_ptr());
+    }
+}
