@@ -24,6 +24,8 @@
 //!   first header block is complete (preface included), and for later ones while a
 //!   HEADERS/CONTINUATION frame sequence is incomplete. When it passes, the read fails and
 //!   the connection is closed (RFC 9113 §5.4.1 lets an endpoint close without GOAWAY).
+//! - On HTTP/2 the same wrapper batches the connection's writes ([`write_batch`]): the
+//!   responses of the streams served together leave in one TLS write and one syscall.
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -48,8 +50,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::idle;
 use h2_scan::H2Scan;
+use write_batch::WriteBatch;
 
 mod h2_scan;
+pub mod write_batch;
 use crate::service::Edge;
 
 /// Keep-alive timeout between requests on an HTTP/1 connection (pingora's default, 60 s).
@@ -102,6 +106,9 @@ pub struct HeadDeadline {
     expired: Option<usize>,
     /// HTTP/2: where the heads are (`None`: HTTP/1, heads end by [`head_complete`]).
     h2: Option<H2Scan>,
+    /// HTTP/2: the frames' writes, batched ([`write_batch`]); `None` on HTTP/1, whose
+    /// responses pingora writes and flushes once each.
+    batch: Option<WriteBatch>,
 }
 
 impl HeadDeadline {
@@ -116,6 +123,7 @@ impl HeadDeadline {
             sleep: None,
             expired: None,
             h2: None,
+            batch: None,
         }
     }
 
@@ -123,6 +131,7 @@ impl HeadDeadline {
     pub fn new_h2(inner: Stream, timeout: Duration) -> Self {
         HeadDeadline {
             h2: Some(H2Scan::new()),
+            batch: Some(WriteBatch::default()),
             ..HeadDeadline::new(inner, timeout)
         }
     }
@@ -281,7 +290,11 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        match this.batch.as_mut() {
+            Some(batch) => batch.poll_write(&mut this.inner, cx, &[io::IoSlice::new(buf)]),
+            None => Pin::new(&mut this.inner).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -289,25 +302,44 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match this.batch.as_mut() {
+            Some(batch) => batch.poll_write(&mut this.inner, cx, bufs),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        // A batch takes every slice of a vectored write at once.
+        self.batch.is_some() || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match this.batch.as_mut() {
+            Some(batch) => batch.poll_flush(&mut this.inner, cx),
+            None => Pin::new(&mut this.inner).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        match this.batch.as_mut() {
+            Some(batch) => batch.poll_shutdown(&mut this.inner, cx),
+            None => Pin::new(&mut this.inner).poll_shutdown(cx),
+        }
     }
 }
 
 #[async_trait]
 impl Shutdown for HeadDeadline {
     async fn shutdown(&mut self) {
+        if let Some(batch) = self.batch.as_mut() {
+            // Batched bytes go out before the stream closes; an error here is the peer's
+            // end, which the shutdown below meets too.
+            let inner = &mut self.inner;
+            let _ = std::future::poll_fn(|cx| batch.poll_flush_now(inner, cx)).await;
+        }
         self.inner.shutdown().await
     }
 }

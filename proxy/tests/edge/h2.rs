@@ -504,3 +504,55 @@ async fn cold_fill_bytes_are_counted_once() {
     );
     assert_eq!(origin.requests(), 2);
 }
+
+/// Many streams answered together on one connection come out of the write batching
+/// (`connection::write_batch`) whole and in their own streams, and a lone request after the
+/// burst is answered too (no flush is left deferred on a quiet connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_h2_streams_on_one_connection_each_get_their_own_bytes() {
+    let origin = Origin::start().await;
+    let sizes = [1, 300, 1024, 4096, 16_384, 16_393, 65_536, 70_001, 1 << 20];
+    let mut objects = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let path = format!("/media/batch-{i}");
+        let sha = origin.put_media(&path, body_of(*size, 40 + i as u8));
+        objects.push((path, sha));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "");
+    for (path, _) in &objects {
+        assert_eq!(get(&edge.url(path), &[]).await.status, 200);
+    }
+
+    // One client: reqwest multiplexes all of these over one HTTP/2 connection.
+    let client = h2_client();
+    let fetch = |path: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("https://localhost:{}{path}", tls.port()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            (path, r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    };
+    let burst = (0..20).flat_map(|_| objects.iter().map(|(p, _)| fetch(p.clone())));
+    let got = tokio::time::timeout(HANG, futures::future::join_all(burst))
+        .await
+        .expect("a burst of HTTP/2 streams did not complete");
+    assert_eq!(got.len(), 20 * objects.len());
+    for (path, status, body) in got {
+        let sha = &objects.iter().find(|(p, _)| *p == path).unwrap().1;
+        assert_eq!((status, sha256_hex(&body)), (200, sha.clone()), "{path}");
+    }
+
+    let (path, sha) = &objects[1];
+    let (_, status, body) = tokio::time::timeout(HANG, fetch(path.clone()))
+        .await
+        .expect("a lone request after the burst was not answered");
+    assert_eq!((status, sha256_hex(&body)), (200, sha.clone()));
+    // All hits: the burst came from the cache.
+    assert_eq!(origin.requests_for(&objects[0].0), 1);
+}
