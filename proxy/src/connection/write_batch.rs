@@ -116,14 +116,13 @@ impl WriteBatch {
         Poll::Ready(Ok(()))
     }
 
-    /// Write everything buffered, then shut `inner` down.
+    /// Write and flush everything buffered, then shut `inner` down.
     pub fn poll_shutdown<W: AsyncWrite + Unpin>(
         &mut self,
         inner: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(inner, cx))?;
-        self.buf = Vec::new();
+        ready!(self.poll_flush_now(inner, cx))?;
         Pin::new(inner).poll_shutdown(cx)
     }
 

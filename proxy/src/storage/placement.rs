@@ -54,11 +54,10 @@ pub fn zeroed(len: usize) -> BytesMut {
         return BytesMut::zeroed(len);
     }
     let mut buf = BytesMut::zeroed(len + SLACK);
-    let offset = buf.as_ptr() as usize % PAGE;
-    let shift = if (EDGE..=PAGE - EDGE).contains(&offset) {
+    let shift = if placed_well(&buf) {
         0
     } else {
-        (EDGE + PAGE - offset) % PAGE
+        (EDGE + PAGE - buf.as_ptr() as usize % PAGE) % PAGE
     };
     // `advance` moves the start inside the same allocation; nothing is copied.
     buf.advance(shift);
@@ -83,16 +82,6 @@ pub fn joined(chunks: Vec<Bytes>, len: usize) -> Bytes {
     }
     buf.truncate(at);
     buf.freeze()
-}
-
-/// `body` placed: itself when it is placed well, else a placed copy.
-pub fn placed(body: Bytes) -> Bytes {
-    if placed_well(&body) {
-        body
-    } else {
-        let len = body.len();
-        joined(vec![body], len)
-    }
 }
 
 #[cfg(test)]
@@ -136,10 +125,10 @@ mod tests {
         aligned[0] = 9;
         let aligned = aligned.freeze();
         assert!(!placed_well(&aligned));
-        let moved = placed(aligned.clone());
+        let moved = joined(vec![aligned.clone()], aligned.len());
         assert!(placed_well(&moved));
         assert_eq!(moved, aligned);
-        let kept = placed(moved.clone());
+        let kept = joined(vec![moved.clone()], moved.len());
         assert_eq!(kept.as_ptr(), moved.as_ptr());
     }
 }
