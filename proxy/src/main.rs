@@ -44,6 +44,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process. mimalloc asks for them on its arenas
+    // (`MADV_HUGEPAGE`), so with THP in `madvise` mode (Debian's default) every fault in a
+    // purged arena cleared a whole 2 MiB page: on the media-library run 31 % of the edge core
+    // was `clear_page_erms` under mimalloc, and RSS peaked at 1.3-1.5 GiB with a 256 MiB
+    // memory tier. Off: +12 % req/s, half the RSS (bench/README-edge.md, "2026-12-03").
+    // Best effort: a kernel without the prctl just keeps its THP policy.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     komora_proxy::logging::init();
     let args = Args::parse();
     let overrides = Overrides {

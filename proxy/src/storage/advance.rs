@@ -17,6 +17,7 @@
 //! fills a test made are complete. An entry whose meta cannot be rewritten is left as is
 //! and not counted.
 
+use super::disk_io;
 use super::memory::{HotMeta, MemEntry};
 use super::{internal_err, TieredStorage};
 use pingora::cache::key::HashBinary;
@@ -90,7 +91,7 @@ impl TieredStorage {
             self.memory.insert(hash, Arc::new(older));
             in_memory += 1;
         }
-        let on_disk = tokio::task::spawn_blocking(move || self.advance_disk_blocking(by))
+        let on_disk = disk_io::blocking(move || self.advance_disk_blocking(by))
             .await
             .unwrap_or(0);
         (in_memory, on_disk)

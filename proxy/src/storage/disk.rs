@@ -97,7 +97,8 @@ impl DiskTier {
         }
     }
 
-    /// Blocking lookup. Bodies up to `small_limit` are read whole and verified. Larger ones
+    /// Blocking lookup. Bodies up to `small_limit` are read whole, and hashed unless this
+    /// exact file identity was verified before (see below). Larger ones
     /// come back as an open file; with `verify` their body is hashed now unless this exact
     /// file identity (inode, length, mtime, ctime) was verified before, so the caller may
     /// send it without reading it (sendfile). Without `verify` the caller hashes while it
@@ -125,17 +126,25 @@ impl DiskTier {
             // Found before the background rebuild indexed it (or written by a previous run).
             self.lru.admit_rebuilt(hash, &meta.key, size);
         }
+        let id = identity(&file)?;
+        let mut verified = self.lru.verified(hash) == Some(id);
         if meta.header.body_len <= small_limit {
-            return match entry::read_body_verified(&mut file, &meta.header) {
-                Ok(body) => Ok(Some(DiskLookup::Small(meta, body, file))),
+            // A body whose file identity was checked (or written by this process) is not
+            // hashed again: promotions of small bodies churn through the memory tier, and
+            // hashing each one was 8 % of the edge core on the library run.
+            return match entry::read_body(&mut file, &meta.header, !verified) {
+                Ok(body) => {
+                    if !verified {
+                        self.lru.set_verified(hash, id);
+                    }
+                    Ok(Some(DiskLookup::Small(meta, body, file)))
+                }
                 Err(e) => {
                     self.reject(hash, &e);
                     Ok(None)
                 }
             };
         }
-        let id = identity(&file)?;
-        let mut verified = self.lru.verified(hash) == Some(id);
         if !verified && verify {
             if let Err(e) = entry::verify_body_at(&file, &meta.header, self.chunk_size) {
                 self.reject(hash, &e);

@@ -187,16 +187,21 @@ pub fn verify_body_at(file: &File, header: &EntryHeader, chunk: usize) -> Result
     Ok(())
 }
 
-/// Read the whole body into memory and verify it (used only for small objects).
-/// The body is [placed](super::placement) for fast copies out of it.
-pub fn read_body_verified(
+/// Read the whole body into memory (used only for small objects), verified against the
+/// header's hash when `check` (the caller skips it only for a file identity it has seen
+/// verified). The body is [placed](super::placement) for fast copies out of it.
+pub fn read_body(
     file: &mut File,
     header: &EntryHeader,
+    check: bool,
 ) -> Result<bytes::Bytes, EntryError> {
     let len = usize::try_from(header.body_len).map_err(|_| EntryError::Corrupt("body too long"))?;
     let mut body = super::placement::zeroed(len);
     file.read_exact(&mut body)
         .map_err(|_| EntryError::Corrupt("short body"))?;
+    if !check {
+        return Ok(body.freeze());
+    }
     let digest: [u8; 32] = Sha256::digest(&body).into();
     if digest != header.body_sha256 {
         return Err(EntryError::Corrupt("body checksum mismatch"));

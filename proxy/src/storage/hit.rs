@@ -11,6 +11,7 @@
 //! detaches. A read error ends the response with an error, never with short data passed
 //! off as complete.
 
+use super::disk_io;
 use super::disk::{self, DiskTier};
 use super::entry;
 use super::fill::FillHit;
@@ -120,7 +121,7 @@ impl DiskHit {
             .map_err(|e| internal_err("disk cache verify", e))?;
         let (header, chunk) = (self.header, self.chunk);
         let checked =
-            tokio::task::spawn_blocking(move || entry::verify_body_at(&file, &header, chunk))
+            disk_io::blocking(move || entry::verify_body_at(&file, &header, chunk))
                 .await
                 .map_err(|e| internal_err("disk verify task", e))?;
         match checked {

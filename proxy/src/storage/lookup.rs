@@ -7,6 +7,7 @@
 //! A lookup that is dropped midway (client gone) leaves nothing behind: a small disk hit it
 //! already promoted stays in memory, which is a valid entry.
 
+use super::disk_io;
 use super::body_file::BodyFile;
 use super::disk::DiskLookup;
 use super::entry;
@@ -81,7 +82,7 @@ impl TieredStorage {
             return None;
         }
         let h = hash.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        let found = disk_io::blocking(move || {
             self.disk.lookup_blocking(&h, self.mem_max_object, true)
         })
         .await
@@ -141,7 +142,7 @@ impl TieredStorage {
             )));
         }
         let h = hash.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        let found = disk_io::blocking(move || {
             self.disk.lookup_blocking(&h, self.mem_max_object, false)
         })
         .await

@@ -29,11 +29,13 @@
 //! `purge.rs` invalidation; `update.rs` meta rewrites; `advance.rs` the edge tests' clock
 //! (every entry made older); `report.rs` the metrics view;
 //! `memory.rs`, `disk.rs`, `entry.rs`, `fill.rs` the tiers, the file format, the fills;
-//! `placement.rs` where body bytes start in memory (copies out of them stay fast).
+//! `placement.rs` where body bytes start in memory (copies out of them stay fast);
+//! `disk_io.rs` the bounded blocking pool all whole-file work runs on.
 
 mod advance;
 pub mod body_file;
 pub mod disk;
+mod disk_io;
 pub mod entry;
 pub mod fill;
 pub mod head_cache;

@@ -6,6 +6,7 @@
 //! file is deleted; a reader that already holds the body (an open file, a memory `Bytes`)
 //! finishes its response. Purges are counted per tier.
 
+use super::disk_io;
 use super::{cache_key, hash_hex, TieredStorage};
 use crate::metrics::METRICS;
 use pingora::cache::key::CacheKey;
@@ -15,7 +16,7 @@ impl TieredStorage {
     /// Remove one hash from both tiers (counted per tier); whether either held it.
     pub(super) async fn remove_hash(&'static self, hash: String) -> bool {
         let in_mem = self.memory.remove(&hash);
-        let on_disk = tokio::task::spawn_blocking(move || self.disk.remove(&hash))
+        let on_disk = disk_io::blocking(move || self.disk.remove(&hash))
             .await
             .unwrap_or(false);
         if in_mem {

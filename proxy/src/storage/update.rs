@@ -5,6 +5,7 @@
 //! disk body whose checksum no longer matches is removed, counted, and reported as gone);
 //! `Ok(false)` when the entry is gone (e.g. evicted meanwhile).
 
+use super::disk_io;
 use super::memory::{HotMeta, MemEntry};
 use super::{hash_hex, internal_err, TieredStorage};
 use pingora::cache::key::CacheKey;
@@ -35,7 +36,7 @@ impl TieredStorage {
             );
             updated = true;
         }
-        let on_disk = tokio::task::spawn_blocking(move || {
+        let on_disk = disk_io::blocking(move || {
             self.disk.rewrite_meta_blocking(&hash, &internal, &header)
         })
         .await
