@@ -11,8 +11,8 @@
 //! detaches. A read error ends the response with an error, never with short data passed
 //! off as complete.
 
-use super::disk_io;
 use super::disk::{self, DiskTier};
+use super::disk_io;
 use super::entry;
 use super::fill::FillHit;
 use super::internal_err;
@@ -120,10 +120,9 @@ impl DiskHit {
             .try_clone()
             .map_err(|e| internal_err("disk cache verify", e))?;
         let (header, chunk) = (self.header, self.chunk);
-        let checked =
-            disk_io::blocking(move || entry::verify_body_at(&file, &header, chunk))
-                .await
-                .map_err(|e| internal_err("disk verify task", e))?;
+        let checked = disk_io::blocking(move || entry::verify_body_at(&file, &header, chunk))
+            .await
+            .map_err(|e| internal_err("disk verify task", e))?;
         match checked {
             Ok(()) => {
                 self.verified = true;

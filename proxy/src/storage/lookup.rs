@@ -7,9 +7,9 @@
 //! A lookup that is dropped midway (client gone) leaves nothing behind: a small disk hit it
 //! already promoted stays in memory, which is a valid entry.
 
-use super::disk_io;
 use super::body_file::BodyFile;
 use super::disk::DiskLookup;
+use super::disk_io;
 use super::entry;
 use super::hit::{DiskHit, TieredHit};
 use super::memory::{HotMeta, MemEntry};
@@ -82,12 +82,11 @@ impl TieredStorage {
             return None;
         }
         let h = hash.clone();
-        let found = disk_io::blocking(move || {
-            self.disk.lookup_blocking(&h, self.mem_max_object, true)
-        })
-        .await
-        .ok()?
-        .ok()??;
+        let found =
+            disk_io::blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object, true))
+                .await
+                .ok()?
+                .ok()??;
         match found {
             DiskLookup::Small(m, body, file) => {
                 let (meta, e) = self.promote(hash, m, body, file)?;
@@ -142,12 +141,11 @@ impl TieredStorage {
             )));
         }
         let h = hash.clone();
-        let found = disk_io::blocking(move || {
-            self.disk.lookup_blocking(&h, self.mem_max_object, false)
-        })
-        .await
-        .map_err(|e| internal_err("disk lookup task", e))?
-        .map_err(|e| internal_err("disk lookup", e))?;
+        let found =
+            disk_io::blocking(move || self.disk.lookup_blocking(&h, self.mem_max_object, false))
+                .await
+                .map_err(|e| internal_err("disk lookup task", e))?
+                .map_err(|e| internal_err("disk lookup", e))?;
         match found {
             None => Ok(None),
             Some(DiskLookup::Small(m, body, file)) => match self.promote(hash, m, body, file) {

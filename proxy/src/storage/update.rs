@@ -36,12 +36,11 @@ impl TieredStorage {
             );
             updated = true;
         }
-        let on_disk = disk_io::blocking(move || {
-            self.disk.rewrite_meta_blocking(&hash, &internal, &header)
-        })
-        .await
-        .map_err(|e| internal_err("disk update task", e))?
-        .map_err(|e| internal_err("disk update_meta", e))?;
+        let on_disk =
+            disk_io::blocking(move || self.disk.rewrite_meta_blocking(&hash, &internal, &header))
+                .await
+                .map_err(|e| internal_err("disk update task", e))?
+                .map_err(|e| internal_err("disk update_meta", e))?;
         Ok(updated || on_disk)
     }
 }
