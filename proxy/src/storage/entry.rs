@@ -196,13 +196,13 @@ pub fn read_body(
     check: bool,
 ) -> Result<bytes::Bytes, EntryError> {
     let len = usize::try_from(header.body_len).map_err(|_| EntryError::Corrupt("body too long"))?;
-    let mut body = super::placement::zeroed(len);
+    let mut body = super::placement::body(len);
     file.read_exact(&mut body)
         .map_err(|_| EntryError::Corrupt("short body"))?;
     if !check {
         return Ok(body.freeze());
     }
-    let digest: [u8; 32] = Sha256::digest(&body).into();
+    let digest: [u8; 32] = Sha256::digest(&body[..]).into();
     if digest != header.body_sha256 {
         return Err(EntryError::Corrupt("body checksum mismatch"));
     }
