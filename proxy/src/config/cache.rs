@@ -29,6 +29,8 @@ pub struct CacheSettings {
     pub streaming_fill: bool,
     /// Smallest memory-hit body sent with sendfile; `None` = zero-copy off.
     pub sendfile_min_size: Option<u64>,
+    /// Largest memory-hit body sent with sendfile (bytes); larger ones are copied.
+    pub sendfile_max_size: u64,
     /// Most entry files held open for zero-copy sends.
     pub sendfile_max_open_files: usize,
 }
@@ -63,6 +65,13 @@ pub(super) fn validate_cache(c: &mut Checker, k: RawCache) -> CacheSettings {
         0,
         mem_obj,
     );
+    let sendfile_max = c.range(
+        "cache.memory.sendfile_max_size",
+        m.sendfile_max_size,
+        DEFAULT_SENDFILE_MAX_SIZE.min(mem_obj).max(sendfile_min),
+        sendfile_min,
+        mem_obj.max(sendfile_min),
+    );
     let sendfile_max_open = c.range(
         "cache.memory.sendfile_max_open_files",
         m.sendfile_max_open_files,
@@ -93,6 +102,7 @@ pub(super) fn validate_cache(c: &mut Checker, k: RawCache) -> CacheSettings {
         )),
         streaming_fill: k.streaming_fill.unwrap_or(DEFAULT_STREAMING_FILL),
         sendfile_min_size: (sendfile_min > 0).then_some(sendfile_min),
+        sendfile_max_size: sendfile_max,
         sendfile_max_open_files: usize::try_from(sendfile_max_open).unwrap_or(usize::MAX),
         memory_max_capacity: nz_u64(mem_cap),
         memory_max_object_size: mem_obj,

@@ -16,8 +16,8 @@
 //!   removes every `Vary` variant of it; each tier indexes its hashes by URL, so neither a
 //!   URL nor a prefix purge scans the tiers.
 //! - `update_meta` (revalidation) rewrites the meta in both tiers, keeping the body.
-//! - Memory entries of at least `cache.memory.sendfile_min_size` keep their disk file open
-//!   so a hit can be sent with sendfile (see [`crate::hit`]).
+//! - Memory entries from `cache.memory.sendfile_min_size` to `sendfile_max_size` keep their
+//!   disk file open so a hit can be sent with sendfile (see [`crate::hit`]).
 //! - Hit handlers support `seek`, so Range requests (also multipart) are served from cache.
 //! - With `cache.streaming_fill` (default on), readers of an object being filled get its bytes
 //!   as they arrive (see `storage/fill.rs`), each at its own pace, Range requests included.
@@ -94,6 +94,8 @@ pub struct TieredStorage {
     streaming: bool,
     /// `cache.memory.sendfile_min_size`; `None` = zero-copy off.
     sendfile_min: Option<u64>,
+    /// `cache.memory.sendfile_max_size` (bytes).
+    sendfile_max: u64,
     /// `cache.memory.sendfile_max_open_files`.
     sendfile_max_open: usize,
 }
@@ -112,6 +114,7 @@ impl TieredStorage {
             fills: Fills::default(),
             streaming: cfg.streaming_fill,
             sendfile_min: cfg.sendfile_min_size,
+            sendfile_max: cfg.sendfile_max_size,
             sendfile_max_open: cfg.sendfile_max_open_files,
         })
     }

@@ -135,6 +135,7 @@ fn shipped_edge_toml_loads_to_the_values_its_comments_claim() {
                 disk_chunk_size: NonZeroUsize::new(262_144).unwrap(),
                 streaming_fill: true,
                 sendfile_min_size: Some(32_768),
+                sendfile_max_size: 524_288,
                 sendfile_max_open_files: 4096,
             }
         );

@@ -166,6 +166,51 @@ async fn zero_copy_hit_is_byte_exact_and_keeps_the_connection() {
     );
 }
 
+/// Memory hits above `cache.memory.sendfile_max_size` (512 KiB by default) are copied from
+/// the verified in-memory body on the direct path: byte-exact, the connection kept, no
+/// sendfile counted and no entry file held open for them; one at the limit still goes by
+/// sendfile.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hit_above_sendfile_max_size_is_copied() {
+    let origin = Origin::start().await;
+    let over = body_of((512 << 10) + 1, 94);
+    let at = body_of(512 << 10, 95);
+    let (sha_over, sha_at) = (
+        origin.put_media("/media/over", over.clone()),
+        origin.put_media("/media/at", at.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(ADMIN_CFG));
+    let mut sock = TcpStream::connect(edge.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for path in ["/media/over", "/media/at"] {
+        raw_get(&mut sock, &mut buf, path).await;
+    }
+    for _ in 0..250 {
+        if metric(&edge, "komora_edge_cache_entries", "memory").await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..3 {
+        let r = raw_get(&mut sock, &mut buf, "/media/over").await;
+        assert_eq!(r.headers["x-cache-status"], "HIT", "request {i}");
+        assert_eq!(r.headers["connection"], "keep-alive");
+        assert_eq!(sha256_hex(&r.body), sha_over, "request {i}");
+    }
+    assert_eq!(sendfile_count_reaches(&edge, 0.0).await, 0.0);
+    let r = raw_get(&mut sock, &mut buf, "/media/at").await;
+    assert_eq!(r.headers["x-cache-status"], "HIT");
+    assert_eq!(sha256_hex(&r.body), sha_at);
+    assert_eq!(sendfile_count_reaches(&edge, 1.0).await, 1.0);
+    assert!(buf.is_empty(), "no stray bytes after the responses");
+    assert_eq!(
+        metric(&edge, "komora_edge_sendfile_open_files", "").await,
+        1.0
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_copy_waits_for_a_slow_reader() {
     let origin = Origin::start().await;
@@ -173,7 +218,9 @@ async fn zero_copy_waits_for_a_slow_reader() {
     let body = body_of(6 << 20, 92);
     let sha = origin.put_media("/media/big", body.clone());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!("{ADMIN_CFG}[cache.memory]\nmax_object_size = 8388608\n");
+    let cfg = format!(
+        "{ADMIN_CFG}[cache.memory]\nmax_object_size = 8388608\nsendfile_max_size = 8388608\n"
+    );
     let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(&cfg));
     assert_eq!(get(&edge.url("/media/big"), &[]).await.sha(), sha);
 
