@@ -68,9 +68,9 @@ pub(super) fn validate_cache(c: &mut Checker, k: RawCache) -> CacheSettings {
     let sendfile_max = c.range(
         "cache.memory.sendfile_max_size",
         m.sendfile_max_size,
-        DEFAULT_SENDFILE_MAX_SIZE.min(mem_obj).max(sendfile_min),
+        DEFAULT_SENDFILE_MAX_SIZE.max(sendfile_min),
         sendfile_min,
-        mem_obj.max(sendfile_min),
+        u64::MAX,
     );
     let sendfile_max_open = c.range(
         "cache.memory.sendfile_max_open_files",

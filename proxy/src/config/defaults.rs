@@ -39,7 +39,7 @@ pub const DEFAULT_MEMORY_MAX_CAPACITY: u64 = 256 << 20;
 pub const DEFAULT_MEMORY_MAX_OBJECT_SIZE: u64 = 1 << 20;
 /// Default `cache.memory.sendfile_min_size` (32 KiB; capped at `max_object_size`).
 pub const DEFAULT_SENDFILE_MIN_SIZE: u64 = 32 << 10;
-/// Default `cache.memory.sendfile_max_size` (512 KiB; within sendfile_min_size..=max_object_size).
+/// Default `cache.memory.sendfile_max_size` (512 KiB; at least sendfile_min_size).
 pub const DEFAULT_SENDFILE_MAX_SIZE: u64 = 512 << 10;
 /// Default `cache.memory.sendfile_max_open_files`.
 pub const DEFAULT_SENDFILE_MAX_OPEN_FILES: u64 = 4096;

@@ -113,11 +113,12 @@ pub struct RawMemory {
     /// 32768 ([`DEFAULT_SENDFILE_MIN_SIZE`]), range 0..=max_object_size; 0 turns zero-copy off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sendfile_min_size: Option<u64>,
-    /// Memory hits with a body larger than this are copied into the socket even on those
-    /// connections: on loopback TCP here sendfile of 1 MiB ran at a third of the copy's rate
-    /// while up to 512 KiB it beat it (bench/README-edge.md, "2026-12-03"). Bytes. Default
-    /// 524288 ([`DEFAULT_SENDFILE_MAX_SIZE`], raised to `sendfile_min_size` when that is
-    /// larger), range sendfile_min_size..=max_object_size.
+    /// Hits with a body larger than this (memory entries, and disk objects above
+    /// `max_object_size`) are copied into the socket even on those connections, disk bodies
+    /// read in 256 KiB steps: on loopback TCP here sendfile of 1 MiB ran at a third of the
+    /// copy's rate while up to 512 KiB it beat it (bench/README-edge.md, "2026-12-03").
+    /// Bytes. Default 524288 ([`DEFAULT_SENDFILE_MAX_SIZE`], raised to `sendfile_min_size`
+    /// when that is larger), range sendfile_min_size and up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sendfile_max_size: Option<u64>,
     /// At most this many entry files are held open for zero-copy sends (each memory entry

@@ -39,6 +39,11 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest count passed to one sendfile call (Linux caps a call at 0x7ffff000 bytes).
 const MAX_SENDFILE_CHUNK: u64 = 0x7fff_f000;
 
+/// Bytes read from the file per step when a file body is copied ([`Body::FileCopy`]): the
+/// disk tier's default chunk, large enough that the copy costs one read and one send per
+/// 256 KiB.
+const COPY_CHUNK: u64 = 256 << 10;
+
 /// What follows the head.
 pub enum Body<'a> {
     /// No body (HEAD, 304).
@@ -47,6 +52,9 @@ pub enum Body<'a> {
     Bytes(&'a Bytes),
     /// The body of a kept entry file, sent with sendfile (no copy).
     File(&'a BodyFile),
+    /// The body of an entry file, read in [`COPY_CHUNK`] steps and copied into the socket:
+    /// for bodies above `cache.memory.sendfile_max_size` (see [`crate::hit`]).
+    FileCopy(&'a BodyFile),
 }
 
 impl Body<'_> {
@@ -55,7 +63,7 @@ impl Body<'_> {
         match self {
             Body::None => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File(f) => f.len(),
+            Body::File(f) | Body::FileCopy(f) => f.len(),
         }
     }
 }
@@ -110,8 +118,13 @@ impl<'a> DirectSocket<'a> {
         let (mem, file): (&[u8], Option<&BodyFile>) = match body {
             Body::None => (&[], None),
             Body::Bytes(b) => (&b[..], None),
-            Body::File(f) => (&[], Some(f)),
+            Body::File(f) | Body::FileCopy(f) => (&[], Some(f)),
         };
+        let copy = matches!(body, Body::FileCopy(_));
+        // Copy mode: the file bytes read but not yet sent are `chunk[chunk_sent..]`; a new
+        // chunk is read (at `pos`) only once the last one is all sent.
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_sent = 0usize;
         // Progress: head bytes, then in-memory body bytes, then file body bytes.
         let mut sent_head = 0usize;
         let mut sent_mem = 0usize;
@@ -143,6 +156,34 @@ impl<'a> DirectSocket<'a> {
                         sent_mem += n;
                     },
                 )
+            } else if let (Some(f), true, true) = (file, pos < file_end, copy) {
+                if chunk_sent == chunk.len() {
+                    let n = usize::try_from((file_end - pos).min(COPY_CHUNK)).unwrap_or(0);
+                    chunk.resize(n, 0);
+                    match std::os::unix::fs::FileExt::read_at(f.file(), &mut chunk, pos) {
+                        Ok(0) => {
+                            let e = io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "cache file truncated",
+                            );
+                            return Err((e, written(sent_head, sent_mem, pos)));
+                        }
+                        Ok(k) => {
+                            chunk.truncate(k);
+                            chunk_sent = 0;
+                        }
+                        Err(e) => return Err((e, written(sent_head, sent_mem, pos))),
+                    }
+                }
+                nix::sys::socket::send(
+                    sock.as_raw_fd(),
+                    &chunk[chunk_sent..],
+                    MsgFlags::MSG_NOSIGNAL,
+                )
+                .map(|n| {
+                    chunk_sent += n;
+                    pos += n as u64;
+                })
             } else if let (Some(f), true) = (file, pos < file_end) {
                 let mut off = i64::try_from(pos)
                     .map_err(|e| (io::Error::other(e), written(sent_head, sent_mem, pos)))?;

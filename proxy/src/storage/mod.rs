@@ -119,6 +119,11 @@ impl TieredStorage {
         })
     }
 
+    /// `cache.memory.sendfile_max_size`: larger bodies are copied, not sent with sendfile.
+    pub fn sendfile_max(&self) -> u64 {
+        self.sendfile_max
+    }
+
     /// Rebuild the disk index on a background thread; lookups work meanwhile because they
     /// open entry files by path.
     pub fn start_rebuild(&'static self) -> io::Result<std::thread::JoinHandle<()>> {

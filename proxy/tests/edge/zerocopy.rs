@@ -332,13 +332,28 @@ async fn zero_copy_open_files_stay_within_budget() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_disk_hit_is_sent_from_its_file_also_after_restart() {
+    large_disk_hit_from_its_file("[cache.memory]\nsendfile_max_size = 8388608\n", true).await;
+}
+
+/// Above `cache.memory.sendfile_max_size` (512 KiB by default) the direct path reads the
+/// verified file in chunks and copies them: same bytes, same framing, no sendfile.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_disk_hit_above_sendfile_max_size_is_copied_from_its_file() {
+    large_disk_hit_from_its_file("", false).await;
+}
+
+/// A 3 MiB disk-tier object served straight from its entry file, by sendfile or copied
+/// (`sendfile`), before and after a restart, with HEAD and 304 on the same connection.
+async fn large_disk_hit_from_its_file(extra_cfg: &str, sendfile: bool) {
+    let cfg = format!("{ADMIN_CFG}{extra_cfg}");
+    let per = if sendfile { 1.0 } else { 0.0 };
     let origin = Origin::start().await;
     // Above cache.memory.max_object_size (1 MiB): never in memory, served from disk.
     let body = body_of(3 << 20, 94);
     let sha = origin.put_media("/media/large", body.clone());
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("c");
-    let mut edge = spawn_edge(origin.addr, &cache, Some(ADMIN_CFG));
+    let mut edge = spawn_edge(origin.addr, &cache, Some(&cfg));
     assert_eq!(get(&edge.url("/media/large"), &[]).await.sha(), sha);
 
     let mut sock = TcpStream::connect(edge.addr).await.unwrap();
@@ -347,7 +362,7 @@ async fn large_disk_hit_is_sent_from_its_file_also_after_restart() {
     assert_eq!(r.headers["x-cache-status"], "HIT");
     assert_eq!(r.headers["content-length"], (3 << 20).to_string());
     assert_eq!(sha256_hex(&r.body), sha);
-    assert_eq!(sendfile_count_reaches(&edge, 1.0).await, 1.0);
+    assert_eq!(sendfile_count_reaches(&edge, per).await, per);
     assert_eq!(
         metric(&edge, "komora_edge_bytes_served_total", "disk").await,
         (3 << 20) as f64
@@ -360,7 +375,7 @@ async fn large_disk_hit_is_sent_from_its_file_also_after_restart() {
     edge.kill();
 
     // After a restart the first request is already a direct disk hit, without the origin.
-    let edge = spawn_edge(origin.addr, &cache, Some(ADMIN_CFG));
+    let edge = spawn_edge(origin.addr, &cache, Some(&cfg));
     let mut sock = TcpStream::connect(edge.addr).await.unwrap();
     let mut buf = Vec::new();
     let r = raw_get(&mut sock, &mut buf, "/media/large").await;
@@ -379,6 +394,6 @@ async fn large_disk_hit_is_sent_from_its_file_also_after_restart() {
     let again = raw_get(&mut sock, &mut buf, "/media/large").await;
     assert_eq!(sha256_hex(&again.body), sha);
     assert!(buf.is_empty());
-    assert_eq!(sendfile_count_reaches(&edge, 2.0).await, 2.0);
+    assert_eq!(sendfile_count_reaches(&edge, 2.0 * per).await, 2.0 * per);
     assert_eq!(origin.requests(), 1);
 }
