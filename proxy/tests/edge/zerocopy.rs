@@ -213,14 +213,26 @@ async fn memory_hit_above_sendfile_max_size_is_copied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_copy_waits_for_a_slow_reader() {
+    let cfg = "[cache.memory]\nmax_object_size = 8388608\nsendfile_max_size = 8388608\n";
+    waits_for_a_slow_reader(cfg, 2.0).await;
+}
+
+/// The copy of a disk body (above `sendfile_max_size`) waits the same way, resuming
+/// mid-chunk where the socket took part of one.
+#[tokio::test(flavor = "multi_thread")]
+async fn copied_disk_hit_waits_for_a_slow_reader() {
+    waits_for_a_slow_reader("", 0.0).await;
+}
+
+/// A 6 MiB hit to a client that reads slowly in small steps, then a second one on the same
+/// connection; `sendfiles` is how many of the two go by sendfile.
+async fn waits_for_a_slow_reader(extra_cfg: &str, sendfiles: f64) {
     let origin = Origin::start().await;
     // Larger than the socket buffers, so the send must wait for the reader.
     let body = body_of(6 << 20, 92);
     let sha = origin.put_media("/media/big", body.clone());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "{ADMIN_CFG}[cache.memory]\nmax_object_size = 8388608\nsendfile_max_size = 8388608\n"
-    );
+    let cfg = format!("{ADMIN_CFG}{extra_cfg}");
     let edge = spawn_edge(origin.addr, &dir.path().join("c"), Some(&cfg));
     assert_eq!(get(&edge.url("/media/big"), &[]).await.sha(), sha);
 
@@ -245,7 +257,7 @@ async fn zero_copy_waits_for_a_slow_reader() {
     let mut rest = Vec::new();
     let again = raw_get(&mut sock, &mut rest, "/media/big").await;
     assert_eq!(sha256_hex(&again.body), sha);
-    assert_eq!(sendfile_count_reaches(&edge, 2.0).await, 2.0);
+    assert_eq!(sendfile_count_reaches(&edge, sendfiles).await, sendfiles);
     assert_eq!(origin.requests(), 1);
 }
 
