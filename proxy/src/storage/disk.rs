@@ -439,50 +439,45 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    fn small(tier: &DiskTier, hash: &str) -> Option<bytes::Bytes> {
-        match tier.lookup_blocking(hash, 1 << 20, true).unwrap() {
+    fn small(tier: &DiskTier, hash: &str) -> io::Result<Option<bytes::Bytes>> {
+        Ok(match tier.lookup_blocking(hash, 1 << 20, true)? {
             Some(DiskLookup::Small(_, body, _)) => Some(body),
             Some(DiskLookup::Large(_)) => panic!("{hash}: not a small entry"),
             None => None,
-        }
+        })
     }
 
     /// A small body is hashed again only when its file identity moved: reads of the file this
     /// process wrote skip the hash, and a byte changed in place (mtime set back, so only the
     /// ctime tells) is caught by the next read and the entry dropped.
     #[test]
-    fn small_body_changed_in_place_is_rejected_after_unhashed_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::open(dir.path(), 1 << 30, 64 * 1024).unwrap();
+    fn small_body_changed_in_place_is_rejected_after_unhashed_reads() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let tier = DiskTier::open(dir.path(), 1 << 30, 64 * 1024)?;
         let hash = "00112233445566778899aabbccddeeff";
         let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = tier
-            .writer(hash, "/media/s", b"internal", b"header")
-            .unwrap();
-        w.write(&body).unwrap();
-        w.commit(&tier).unwrap();
+        let mut w = tier.writer(hash, "/media/s", b"internal", b"header")?;
+        w.write(&body)?;
+        w.commit(&tier)?;
 
         // Written (and hashed) by us: known good, read twice without hashing.
         assert!(tier.lru.verified(hash).is_some());
-        assert_eq!(small(&tier, hash).as_deref(), Some(&body[..]));
-        assert_eq!(small(&tier, hash).as_deref(), Some(&body[..]));
+        assert_eq!(small(&tier, hash)?.as_deref(), Some(&body[..]));
+        assert_eq!(small(&tier, hash)?.as_deref(), Some(&body[..]));
 
         let path = tier.path(hash);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let meta = f.metadata().unwrap();
+        let f = OpenOptions::new().read(true).write(true).open(&path)?;
+        let meta = f.metadata()?;
         let at = meta.len() - 100;
         let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, at).unwrap();
-        f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
-        f.set_modified(meta.modified().unwrap()).unwrap();
+        f.read_exact_at(&mut b, at)?;
+        f.write_all_at(&[b[0] ^ 0x5a], at)?;
+        f.set_modified(meta.modified()?)?;
         drop(f);
 
-        assert_eq!(small(&tier, hash), None, "tampered body served");
+        assert_eq!(small(&tier, hash)?, None, "tampered body served");
         assert!(!path.exists(), "corrupt entry kept");
         assert!(!tier.lru.contains(hash));
+        Ok(())
     }
 }

@@ -47,7 +47,7 @@ mod tests {
     use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_more_than_max_in_flight_jobs_run_at_once() {
+    async fn no_more_than_max_in_flight_jobs_run_at_once() -> Result<(), JoinError> {
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let jobs = (0..MAX_IN_FLIGHT * 4).map(|_| {
@@ -60,10 +60,11 @@ mod tests {
             }))
         });
         for j in jobs.collect::<Vec<_>>() {
-            j.await.unwrap().unwrap();
+            j.await??;
         }
         let peak = peak.load(Ordering::SeqCst);
         assert!(peak <= MAX_IN_FLIGHT, "peak {peak}");
         assert!(peak > 1, "jobs ran one at a time: {peak}");
+        Ok(())
     }
 }
