@@ -29,7 +29,7 @@ pub struct CacheSettings {
     pub streaming_fill: bool,
     /// Smallest memory-hit body sent with sendfile; `None` = zero-copy off.
     pub sendfile_min_size: Option<u64>,
-    /// Largest memory-hit body sent with sendfile (bytes); larger ones are copied.
+    /// Largest hit body (memory or disk) sent with sendfile (bytes); larger ones are copied.
     pub sendfile_max_size: u64,
     /// Most entry files held open for zero-copy sends.
     pub sendfile_max_open_files: usize,

@@ -114,7 +114,10 @@ impl DiskTier {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let meta = match entry::read_meta(&mut file) {
+        // One fstat gives both the length check and the identity the verification is keyed by.
+        let stat = file.metadata()?;
+        let id = Verified::of(&stat);
+        let meta = match entry::read_meta_of_len(&mut file, stat.len()) {
             Ok(m) => m,
             Err(e) => {
                 self.reject(hash, &e);
@@ -126,7 +129,6 @@ impl DiskTier {
             // Found before the background rebuild indexed it (or written by a previous run).
             self.lru.admit_rebuilt(hash, &meta.key, size);
         }
-        let id = identity(&file)?;
         let mut verified = self.lru.verified(hash) == Some(id);
         if meta.header.body_len <= small_limit {
             // A body whose file identity was checked (or written by this process) is not

@@ -137,11 +137,17 @@ pub fn meta_digest(internal: &[u8], header: &[u8], key: &[u8]) -> [u8; 32] {
 /// Read and verify the prefix and meta region of `file`, leaving it positioned at the body.
 /// Also checks that the file length matches the recorded body length (catches truncation).
 pub fn read_meta(file: &mut File) -> Result<EntryMeta, EntryError> {
+    let len = file.metadata()?.len();
+    read_meta_of_len(file, len)
+}
+
+/// [`read_meta`] for a caller that has the file's length already (from its own `fstat`).
+pub fn read_meta_of_len(file: &mut File, file_len: u64) -> Result<EntryMeta, EntryError> {
     let mut fixed = [0u8; FIXED_LEN];
     file.read_exact(&mut fixed)
         .map_err(|_| EntryError::Corrupt("short prefix"))?;
     let header = EntryHeader::decode(&fixed)?;
-    if file.metadata()?.len() != header.file_len() {
+    if file_len != header.file_len() {
         return Err(EntryError::Corrupt(
             "file length does not match body length",
         ));
