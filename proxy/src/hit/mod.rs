@@ -123,7 +123,7 @@ pub async fn serve(
         }
         (Some(FreshHit::File(found)), Out::Direct(sock)) => {
             let (hot, file) = &*found;
-            let copy = file.len() > storage.sendfile_max();
+            let copy = storage.copies(file.len());
             disk_hit(sock, route, signed_exp, now, hot, file, copy).await
         }
         _ => Hit::NotMine,

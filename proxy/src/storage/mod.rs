@@ -119,9 +119,11 @@ impl TieredStorage {
         })
     }
 
-    /// `cache.memory.sendfile_max_size`: larger bodies are copied, not sent with sendfile.
-    pub fn sendfile_max(&self) -> u64 {
-        self.sendfile_max
+    /// Whether a hit body of `len` bytes is copied rather than sent with sendfile: above
+    /// `cache.memory.sendfile_max_size` (memory entries keep no file for it, disk hits read
+    /// their file in chunks).
+    pub fn copies(&self, len: u64) -> bool {
+        len > self.sendfile_max
     }
 
     /// Rebuild the disk index on a background thread; lookups work meanwhile because they

@@ -19,7 +19,7 @@ impl TieredStorage {
     /// and the open-file budget allows.
     pub(super) fn body_file(&self, file: File, offset: u64, len: u64) -> Option<Arc<BodyFile>> {
         // `sendfile_min` is never 0 (0 in the config means `None`), so empty bodies stay out.
-        if len < self.sendfile_min? || len > self.sendfile_max {
+        if len < self.sendfile_min? || self.copies(len) {
             return None;
         }
         BodyFile::new(file, offset, len, self.sendfile_max_open).map(Arc::new)
