@@ -27,6 +27,7 @@ pub mod connection;
 pub mod eviction;
 pub mod hit;
 pub mod idle;
+pub mod listen;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

@@ -7,6 +7,7 @@
 use crate::admin::AdminApp;
 use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
+use crate::listen::{PlainListeners, SharedApp};
 use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
@@ -14,8 +15,6 @@ use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -113,23 +112,21 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
         .as_ref()
         .map(crate::access_log::AccessLog::start)
         .transpose()?;
-    let app = EdgeApp::new(
+    let app = Arc::new(EdgeApp::new(
         pingora::proxy::http_proxy(&server.configuration, edge),
         config.server.request_header_timeout,
-    );
-    let mut proxy = Service::new("komora-edge".to_string(), app);
-    for addr in &config.server.listen {
-        // No L4 read buffer on plain HTTP: pingora's default is a 64 KiB buffer per
-        // connection, held for the connection's life, while every read here already goes
-        // into a buffer of its own (request heads: `crate::idle`, bodies: pingora's).
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings {
-                read: Some(0),
-                write: None,
-            }),
-        );
+    ));
+    // Plain HTTP: the edge's own accept loop (`crate::listen`: no per-connection handshake
+    // future, no L4 buffers). TLS: pingora's listeners, serving the same app.
+    if !config.server.listen.is_empty() {
+        server.add_service(PlainListeners::new(
+            "komora-edge",
+            config.server.listen.clone(),
+            app.clone(),
+        ));
     }
     if let Some((cert, key)) = &config.server.tls_cert_key {
+        let mut proxy = Service::new("komora-edge-tls".to_string(), SharedApp(app));
         for addr in &config.server.tls_listen {
             let mut tls =
                 TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
@@ -137,8 +134,8 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
             tls.enable_h2();
             proxy.add_tls_with_settings(&addr.to_string(), None, tls);
         }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
     server.add_service(health);
 
     if let Some(addr) = config.admin.listen {

@@ -1,0 +1,208 @@
+//! The plain-HTTP listening service: the edge's own accept loop for `server.listen`.
+//!
+//! Why not pingora's: pingora's listening service spawns one task per accepted connection
+//! whose future holds, inline, a 60 s timeout around the TLS handshake future (the same
+//! future on plain TCP), so every connection carried ~8.8 KiB for its whole life, idle or
+//! not (valgrind massif, `bench/README-edge.md` "Memory"), and its plain-TCP streams get a
+//! 1,460-byte write buffer allocated at the accept. Here the task holds the app, the
+//! shutdown watch and the connection loop's boxed future, and the stream is built with no
+//! buffers ([`crate::idle`] reads heads through a stack buffer, the direct hit path writes
+//! to the socket itself).
+//!
+//! The contract is pingora's [`ServiceTrait`]'s: listening sockets come from the inherited
+//! `fds` table under their address string when the edge starts as an upgrade, and sockets
+//! bound here are put in that table, so the next upgrade takes them over (the same keys
+//! pingora's listeners use, so either service can hand over to the other). On shutdown the
+//! loops stop accepting; connections already accepted finish in
+//! [`crate::connection::EdgeApp`], whose `cleanup` wakes the ones waiting for a head. A
+//! socket that cannot be bound stops the process, as pingora's listeners do: an edge that
+//! cannot serve its listen address must not look healthy.
+//!
+//! TLS listeners stay on pingora's service ([`SharedApp`] lets both serve one app).
+
+use crate::connection::EdgeApp;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::{Fds, ListenFds, ShutdownWatch};
+use pingora::services::Service as ServiceTrait;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Listen backlog of a socket bound here (pingora's `LISTENER_BACKLOG`).
+const BACKLOG: u32 = 65535;
+
+/// Pause after `accept` fails with "too many open files", so the loop does not spin while
+/// the process is out of descriptors (pingora does the same).
+const EMFILE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The app of both listening services: the one [`EdgeApp`], shared.
+pub struct SharedApp(pub Arc<EdgeApp>);
+
+#[async_trait]
+impl ServerApp for SharedApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        ServerApp::process_new(&self.0, stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.0.cleanup().await;
+    }
+}
+
+/// The service accepting plain-HTTP connections on `addrs` for `app`.
+pub struct PlainListeners {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    app: Arc<EdgeApp>,
+}
+
+impl PlainListeners {
+    /// A service named `name` (thread names) serving `addrs` with `app`.
+    pub fn new(name: impl Into<String>, addrs: Vec<SocketAddr>, app: Arc<EdgeApp>) -> Self {
+        PlainListeners {
+            name: name.into(),
+            addrs,
+            app,
+        }
+    }
+}
+
+/// The socket `table` holds under `key`, borrowed for as long as the table is.
+///
+/// The table owns the descriptors it lists (inherited from the upgrade socket, or put
+/// there by a listener that keeps its socket open for the process's life) and pingora
+/// sends them to the next upgrade, so a listener here takes a duplicate
+/// (`try_clone_to_owned`): same socket, closed independently.
+#[allow(unsafe_code)]
+fn inherited<'t>(table: &'t Fds, key: &str) -> Option<BorrowedFd<'t>> {
+    let fd = *table.get(key)?;
+    // SAFETY: the descriptor stays open while `table` is borrowed (see above), and the
+    // returned borrow cannot outlive that borrow.
+    Some(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// The listening socket for `addr`: the one inherited in `fds`, or a new one, recorded there.
+fn listener_for(addr: &SocketAddr, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
+    let key = addr.to_string();
+    if let Some(fds) = fds {
+        let owned = inherited(&fds.lock(), &key).map(|fd| fd.try_clone_to_owned());
+        if let Some(owned) = owned {
+            let std = std::net::TcpListener::from(owned?);
+            std.set_nonblocking(true)?;
+            return TcpListener::from_std(std);
+        }
+    }
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As pingora's listeners: a restarted edge binds at once even with connections of the
+    // old one in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(*addr)?;
+    let listener = socket.listen(BACKLOG)?;
+    if let Some(fds) = fds {
+        fds.lock().add(key, listener.as_raw_fd());
+    }
+    Ok(listener)
+}
+
+/// Make an accepted socket the stream pingora's sessions take: no read or write buffer
+/// (see the module docs), `TCP_NODELAY` as pingora's listeners set it, and the socket
+/// digest with the peer address (access log, metrics).
+fn stream_of(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    let mut stream = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    // A new digest's cell is empty, so this cannot fail; the address is only missing if it did.
+    let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
+    stream.set_socket_digest(digest);
+    Box::new(stream)
+}
+
+/// Accept on `listener` until `shutdown` turns true; each connection runs in its own task.
+async fn accept_loop(listener: Arc<TcpListener>, app: Arc<EdgeApp>, mut shutdown: ShutdownWatch) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => match changed {
+                Ok(()) if *shutdown.borrow() => break,
+                Ok(()) => continue,
+                Err(_) => break,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let app = app.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut next =
+                        ServerApp::process_new(&app, stream_of(tcp, peer), &shutdown).await;
+                    while let Some(stream) = next {
+                        next = ServerApp::process_new(&app, stream, &shutdown).await;
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                if e.raw_os_error() == Some(nix::libc::EMFILE) {
+                    tokio::time::sleep(EMFILE_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceTrait for PlainListeners {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        let mut loops = Vec::new();
+        for addr in &self.addrs {
+            let listener = match listener_for(addr, fds.as_ref()) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "server.listen {addr}: cannot listen");
+                    std::process::exit(1);
+                }
+            };
+            tracing::info!(%addr, "listening");
+            for _ in 0..listeners_per_fd.max(1) {
+                loops.push(tokio::spawn(accept_loop(
+                    listener.clone(),
+                    self.app.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        self.app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(self.addrs.iter().map(ToString::to_string).collect())
+    }
+}
