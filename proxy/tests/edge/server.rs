@@ -214,3 +214,34 @@ async fn sigterm_drains_an_in_flight_response() {
         start.elapsed()
     );
 }
+
+/// A listen address another socket holds: the edge must not run without its listener (it
+/// would look alive to a supervisor while serving nothing); it exits non-zero and says which
+/// key and address failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn taken_listen_address_stops_the_edge_with_its_key() -> std::io::Result<()> {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir()?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--origin")
+        .arg(origin.addr.to_string())
+        .arg("--cache-dir")
+        .arg(dir.path().join("c"))
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    // The edge logs to stdout.
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "edge ran on a taken address: {log}");
+    assert!(
+        log.contains("server.listen") && log.contains(&addr.to_string()) && log.contains("in use"),
+        "{log}"
+    );
+    drop(taken);
+    Ok(())
+}
