@@ -406,12 +406,14 @@ impl Peek for HeadDeadline {
 }
 
 /// The edge's listening app: pingora's proxy behind the connection loop described in the
-/// module docs.
+/// module docs. Clones share everything (the plain-HTTP and the TLS listening services each
+/// hold one), so either's `cleanup` stops the waiting connections of both.
+#[derive(Clone)]
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Edge>>,
     header_timeout: Duration,
     /// Wakes connections waiting for a head in [`idle::read_head`] at shutdown.
-    closing: idle::Closing,
+    closing: Arc<idle::Closing>,
 }
 
 impl EdgeApp {
@@ -420,7 +422,7 @@ impl EdgeApp {
         EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout,
-            closing: idle::Closing::default(),
+            closing: Arc::default(),
         }
     }
 }

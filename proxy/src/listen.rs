@@ -18,7 +18,7 @@
 //! socket that cannot be bound stops the process, as pingora's listeners do: an edge that
 //! cannot serve its listen address must not look healthy.
 //!
-//! TLS listeners stay on pingora's service ([`SharedApp`] lets both serve one app).
+//! TLS listeners stay on pingora's service, with a clone of the same [`EdgeApp`].
 
 use crate::connection::EdgeApp;
 use async_trait::async_trait;
@@ -41,24 +41,6 @@ const BACKLOG: u32 = 65535;
 /// Pause after `accept` fails with "too many open files", so the loop does not spin while
 /// the process is out of descriptors (pingora does the same).
 const EMFILE_PAUSE: Duration = Duration::from_secs(1);
-
-/// The app of both listening services: the one [`EdgeApp`], shared.
-pub struct SharedApp(pub Arc<EdgeApp>);
-
-#[async_trait]
-impl ServerApp for SharedApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        ServerApp::process_new(&self.0, stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.0.cleanup().await;
-    }
-}
 
 /// The service accepting plain-HTTP connections on `addrs` for `app`.
 pub struct PlainListeners {

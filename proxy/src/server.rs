@@ -7,7 +7,7 @@
 use crate::admin::AdminApp;
 use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
-use crate::listen::{PlainListeners, SharedApp};
+use crate::listen::PlainListeners;
 use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
@@ -126,7 +126,7 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
         ));
     }
     if let Some((cert, key)) = &config.server.tls_cert_key {
-        let mut proxy = Service::new("komora-edge-tls".to_string(), SharedApp(app));
+        let mut proxy = Service::new("komora-edge-tls".to_string(), EdgeApp::clone(&app));
         for addr in &config.server.tls_listen {
             let mut tls =
                 TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
