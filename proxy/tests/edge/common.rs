@@ -336,6 +336,19 @@ pub const ADMIN_TOKEN: &str = "test-token";
 /// `signed_urls` routes (the shipped ones) start; routes without it ignore the variable.
 pub const TEST_SIGNING_KEY: &str = "test-media-signing-key-0123456789abcdef";
 
+/// The edge binary with the arguments every test edge has (`--listen`, `--origin`,
+/// `--cache-dir`); callers add the rest and spawn it.
+pub fn edge_command(listen: SocketAddr, origin: SocketAddr, cache_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
+    cmd.arg("--listen")
+        .arg(listen.to_string())
+        .arg("--origin")
+        .arg(origin.to_string())
+        .arg("--cache-dir")
+        .arg(cache_dir);
+    cmd
+}
+
 /// Spawn the edge binary. `config` is extra TOML written to a file next to the cache dir
 /// (`None`: run without any config file, flags only).
 pub fn spawn_edge(origin: SocketAddr, cache_dir: &Path, config: Option<&str>) -> EdgeProc {
@@ -356,14 +369,8 @@ fn spawn_edge_with(
     test_clock: bool,
 ) -> EdgeProc {
     let addr = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
-    cmd.arg("--listen")
-        .arg(addr.to_string())
-        .arg("--origin")
-        .arg(origin.to_string())
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+    let mut cmd = edge_command(addr, origin, cache_dir);
+    cmd.env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("KOMORA_MEDIA_SIGNING_KEYS", TEST_SIGNING_KEY)
         .stdin(Stdio::null());
     let mut admin = None;
@@ -403,19 +410,13 @@ pub fn spawn_edge_stderr(
     let cfg = dir.join("edge.toml");
     std::fs::write(&cfg, config).unwrap();
     let stderr = dir.join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
+    let mut cmd = edge_command(addr, origin, &dir.join("cache"));
     if test_clock {
         cmd.env(TEST_CLOCK_ENV, "1");
     }
     let child = cmd
         .arg("--config")
         .arg(&cfg)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--origin")
-        .arg(origin.to_string())
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
         .arg("--admin-listen")
         .arg(admin.to_string())
         .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)

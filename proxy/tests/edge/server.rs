@@ -224,13 +224,7 @@ async fn taken_listen_address_stops_the_edge_with_its_key() -> std::io::Result<(
     let dir = tempfile::tempdir()?;
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?;
-    let out = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--origin")
-        .arg(origin.addr.to_string())
-        .arg("--cache-dir")
-        .arg(dir.path().join("c"))
+    let out = edge_command(addr, origin.addr, &dir.path().join("c"))
         .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())
         .output()?;
