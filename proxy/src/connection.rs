@@ -28,7 +28,8 @@
 //!   responses of the streams served together leave in one TLS write and one syscall.
 
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{
@@ -50,9 +51,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::idle;
 use h2_scan::H2Scan;
+use plain_stream::PlainStream;
 use write_batch::WriteBatch;
 
 mod h2_scan;
+pub mod plain_stream;
 pub mod write_batch;
 use crate::service::Edge;
 
@@ -104,11 +107,12 @@ pub struct HeadDeadline {
     sleep: Option<Pin<Box<Sleep>>>,
     /// Once the deadline passed: how much of [`TIMEOUT_RESPONSE`] is written.
     expired: Option<usize>,
-    /// HTTP/2: where the heads are (`None`: HTTP/1, heads end by [`head_complete`]).
-    h2: Option<H2Scan>,
+    /// HTTP/2: where the heads are (`None`: HTTP/1, heads end by [`head_complete`]). Boxed,
+    /// as `batch`: an idle HTTP/1 connection holds this struct and need not carry them.
+    h2: Option<Box<H2Scan>>,
     /// HTTP/2: the frames' writes, batched ([`write_batch`]); `None` on HTTP/1, whose
     /// responses pingora writes and flushes once each.
-    batch: Option<WriteBatch>,
+    batch: Option<Box<WriteBatch>>,
 }
 
 impl HeadDeadline {
@@ -130,8 +134,8 @@ impl HeadDeadline {
     /// Wrap a freshly accepted HTTP/2 stream; the first head's deadline starts now.
     pub fn new_h2(inner: Stream, timeout: Duration) -> Self {
         HeadDeadline {
-            h2: Some(H2Scan::new()),
-            batch: Some(WriteBatch::default()),
+            h2: Some(Box::new(H2Scan::new())),
+            batch: Some(Box::default()),
             ..HeadDeadline::new(inner, timeout)
         }
     }
@@ -171,6 +175,17 @@ impl HeadDeadline {
             return timed_out();
         }
         read
+    }
+
+    /// The request is answered and the connection waits for the next one: no deadline
+    /// until its first byte, and nothing held that the next request can make again (the
+    /// head timer, a plain stream's socket digest), so an idle connection stays small.
+    fn go_idle(&mut self) {
+        self.set_phase(Phase::Idle);
+        self.sleep = None;
+        if let Some(plain) = self.inner.as_any().downcast_ref::<PlainStream>() {
+            plain.release_digest();
+        }
     }
 
     /// The wrapped stream (the socket the direct hit path writes to).
@@ -427,6 +442,83 @@ impl EdgeApp {
     }
 }
 
+impl EdgeApp {
+    /// Serve an HTTP/1.x connection until it closes: the keep-alive loop of the module docs.
+    ///
+    /// The plain-HTTP listeners spawn this future as the connection's task, so what it holds
+    /// between requests is what an idle connection costs: the stream, the settings pingora
+    /// carries, and [`idle::read_head`]'s wait. The request itself runs in pingora's boxed
+    /// future ([`Self::request`]), allocated per request and gone when it is answered.
+    pub async fn serve_http1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
+        // `None` before the first request; afterwards what pingora carries to the next one.
+        let mut carried: Option<Option<HttpPersistentSettings>> = None;
+        loop {
+            // Wait for the head here, with nothing but the socket and the bytes received
+            // (see `crate::idle`), unless pingora already holds the next request's bytes.
+            let pipelined = matches!(&carried, Some(Some(s)) if idle::carries_prefix(s));
+            let head = if pipelined {
+                None
+            } else {
+                match idle::read_head(&mut *stream, KEEPALIVE, &self.closing).await {
+                    Some(head) => Some(head),
+                    None => return,
+                }
+            };
+            let Some(reused) = self.request(stream, carried, head, shutdown).await else {
+                return;
+            };
+            let (next, settings) = reused.consume();
+            // pingora hands back the stream it was given.
+            let Ok(next) = next.into_any().downcast::<HeadDeadline>() else {
+                tracing::debug!("session returned a stream of another type; closing");
+                return;
+            };
+            stream = next;
+            stream.go_idle();
+            carried = Some(settings);
+        }
+    }
+
+    /// pingora's future for one request on `stream`: a session set up with what the
+    /// connection carried (`None`: its first request) and `head`, the request head bytes
+    /// read ahead. A plain function returning pingora's own boxed future, so no session
+    /// state is part of [`Self::serve_http1`]'s future (a local moved into an awaited call
+    /// still takes space in the awaiting future).
+    fn request<'a>(
+        self: &'a Arc<Self>,
+        stream: Box<HeadDeadline>,
+        carried: Option<Option<HttpPersistentSettings>>,
+        head: Option<BytesMut>,
+        shutdown: &'a ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        let mut session = ServerSession::new_http1(stream);
+        match carried {
+            None => {
+                if *shutdown.borrow() {
+                    session.set_keepalive(None);
+                } else {
+                    session.set_keepalive(Some(KEEPALIVE.as_secs()));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.proxy
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+                // Carried to every later request on the connection by pingora's
+                // persistent settings.
+                session.set_pipelining_enabled(true);
+            }
+            Some(Some(settings)) => settings.apply_to_session(&mut session),
+            Some(None) => {}
+        }
+        if let Some(head) = head {
+            session.set_pipelined_prefix(head);
+        }
+        self.proxy.process_new_http(session, shutdown)
+    }
+}
+
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(
@@ -440,52 +532,8 @@ impl ServerApp for EdgeApp {
             let stream: Stream = Box::new(HeadDeadline::new_h2(stream, self.header_timeout));
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let mut stream: Stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
-        // `None` before the first request; afterwards what pingora carries to the next one.
-        let mut carried: Option<Option<HttpPersistentSettings>> = None;
-        loop {
-            // Wait for the head here, with nothing but the socket and the bytes received
-            // (see `crate::idle`), unless pingora already holds the next request's bytes.
-            let pipelined = matches!(&carried, Some(Some(s)) if idle::carries_prefix(s));
-            let head = if pipelined {
-                None
-            } else {
-                Some(idle::read_head(&mut stream, KEEPALIVE, &self.closing).await?)
-            };
-            let mut session = ServerSession::new_http1(stream);
-            match carried {
-                None => {
-                    if *shutdown.borrow() {
-                        session.set_keepalive(None);
-                    } else {
-                        session.set_keepalive(Some(KEEPALIVE.as_secs()));
-                    }
-                    session.set_keepalive_reuses_remaining(
-                        self.proxy
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
-                    // Carried to every later request on the connection by pingora's
-                    // persistent settings.
-                    session.set_pipelining_enabled(true);
-                }
-                Some(Some(settings)) => settings.apply_to_session(&mut session),
-                Some(None) => {}
-            }
-            if let Some(head) = head {
-                session.set_pipelined_prefix(head);
-            }
-            let (next, settings) = self
-                .proxy
-                .process_new_http(session, shutdown)
-                .await?
-                .consume();
-            if let Some(guard) = (*next).as_any().downcast_ref::<HeadDeadline>() {
-                guard.set_phase(Phase::Idle);
-            }
-            stream = next;
-            carried = Some(settings);
-        }
+        self.serve_http1(stream, shutdown).await;
+        None
     }
 
     async fn cleanup(&self) {

@@ -15,7 +15,6 @@
 use crate::metrics::{ClientClosedPhase, METRICS};
 use bytes::BytesMut;
 use pingora::apps::HttpPersistentSettings;
-use pingora::protocols::Stream;
 use std::fmt::{self, Write as _};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -24,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 /// Bytes read per read call (on the stack, not kept).
@@ -77,8 +76,8 @@ fn head_complete_in(buf: &[u8], from: usize) -> bool {
 
 /// Read into `held` until it holds a complete head (or more than [`MAX_HELD_HEAD`]
 /// bytes), or the stream ends. Nothing but `held` outlives a poll.
-fn poll_head(
-    stream: &mut Stream,
+fn poll_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
     held: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
@@ -87,7 +86,7 @@ fn poll_head(
         // connection) was a visible share of a hot hit's instructions.
         let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut rb = ReadBuf::uninit(&mut chunk);
-        match Pin::new(&mut **stream).poll_read(cx, &mut rb) {
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => {}
@@ -112,7 +111,11 @@ fn poll_head(
 /// followed it in the same reads), or `None` when the connection should just close: the
 /// client hung up or sent nothing for `idle`, a read failed (the head deadline's 408
 /// included), or `closing` was signalled while nothing had arrived.
-pub async fn read_head(stream: &mut Stream, idle: Duration, closing: &Closing) -> Option<BytesMut> {
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    idle: Duration,
+    closing: &Closing,
+) -> Option<BytesMut> {
     let mut held = BytesMut::new();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);

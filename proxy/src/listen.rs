@@ -4,10 +4,11 @@
 //! whose future holds, inline, a 60 s timeout around the TLS handshake future (the same
 //! future on plain TCP), so every connection carried ~8.8 KiB for its whole life, idle or
 //! not (valgrind massif, `bench/README-edge.md` "Memory"), and its plain-TCP streams get a
-//! 1,460-byte write buffer allocated at the accept. Here the task holds the app, the
-//! shutdown watch and the connection loop's boxed future, and the stream is built with no
-//! buffers ([`crate::idle`] reads heads through a stack buffer, the direct hit path writes
-//! to the socket itself).
+//! 1,460-byte write buffer allocated at the accept. Here the task's future is the
+//! connection loop itself ([`EdgeApp::serve_http1`], not boxed inside it), and the stream
+//! is a [`PlainStream`]: the socket with no buffers ([`crate::idle`] reads heads through a
+//! stack buffer, the direct hit path writes to the socket itself) and no digest while the
+//! connection is idle.
 //!
 //! The contract is pingora's [`ServiceTrait`]'s: listening sockets come from the inherited
 //! `fds` table under their address string when the edge starts as an upgrade, and sockets
@@ -20,12 +21,11 @@
 //!
 //! TLS listeners stay on pingora's service, with a clone of the same [`EdgeApp`].
 
+use crate::connection::plain_stream::PlainStream;
 use crate::connection::EdgeApp;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::protocols::Stream;
 use pingora::server::{Fds, ListenFds, ShutdownWatch};
 use pingora::services::Service as ServiceTrait;
 use std::io;
@@ -100,19 +100,13 @@ fn listener_for(addr: &SocketAddr, fds: Option<&ListenFds>) -> io::Result<TcpLis
     Ok(listener)
 }
 
-/// Make an accepted socket the stream pingora's sessions take: no read or write buffer
-/// (see the module docs), `TCP_NODELAY` as pingora's listeners set it, and the socket
-/// digest with the peer address (access log, metrics).
+/// Make an accepted socket the stream pingora's sessions take: a [`PlainStream`] (no buffers,
+/// see the module docs) with `TCP_NODELAY`, as pingora's listeners set it.
 fn stream_of(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
-    let mut stream = L4Stream::from(tcp);
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    // A new digest's cell is empty, so this cannot fail; the address is only missing if it did.
-    let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
-    stream.set_socket_digest(digest);
-    Box::new(stream)
+    Box::new(PlainStream::new(tcp, peer))
 }
 
 /// Accept on `listener` until `shutdown` turns true; each connection runs in its own task.
@@ -130,12 +124,12 @@ async fn accept_loop(listener: Arc<TcpListener>, app: Arc<EdgeApp>, mut shutdown
             Ok((tcp, peer)) => {
                 let app = app.clone();
                 let shutdown = shutdown.clone();
+                // Made out here: what the task captures stays in its future for the
+                // connection's life. The connection loop's future is the task's own (no
+                // boxed future inside it): see `EdgeApp::serve_http1`.
+                let stream = stream_of(tcp, peer);
                 tokio::spawn(async move {
-                    let mut next =
-                        ServerApp::process_new(&app, stream_of(tcp, peer), &shutdown).await;
-                    while let Some(stream) = next {
-                        next = ServerApp::process_new(&app, stream, &shutdown).await;
-                    }
+                    app.serve_http1(stream, &shutdown).await;
                 });
             }
             Err(e) => {

@@ -16,9 +16,11 @@ const CONNS: usize = 1500;
 /// idle or half-sent connection while it waited for heads inside a pingora session, and by
 /// ~12 KiB once it waited in `komora_proxy::idle` (most of that was pingora's
 /// per-connection accept task), and by ~2.5 KiB since plain HTTP is accepted by
-/// `komora_proxy::listen` (release and debug builds alike; `bench/README-edge.md`,
-/// "Memory"). nginx's workers: ~0.6 KiB idle, ~10 KiB half-sent (`bench/idle-conns.py`).
-const MAX_KIB_PER_CONN: f64 = 5.0;
+/// `komora_proxy::listen`, and by ~1.2 KiB since the connection loop is the task's own
+/// future and its stream a `PlainStream` with no digest while idle (release and debug
+/// builds alike; `bench/README-edge.md`, "Memory"). nginx's workers: ~0.6 KiB idle,
+/// ~10 KiB half-sent (`bench/idle-conns.py`).
+const MAX_KIB_PER_CONN: f64 = 2.0;
 
 const CFG: &str = "[server]\nrequest_header_timeout_secs = 3\n";
 
