@@ -2,8 +2,8 @@
 //! the requests pingora's proxy handles.
 //!
 //! What it owns:
-//! - [`EdgeApp`]: the pingora [`ServerApp`] of the edge's listeners. HTTP/2 (ALPN `h2`) goes
-//!   to pingora's own loop with its stream in the same deadline wrapper (see below); an
+//! - [`EdgeApp`]: what the edge's listeners ([`crate::listen`]) run on each connection.
+//!   HTTP/2 (ALPN `h2`) goes to pingora's own loop with its stream in the same deadline wrapper (see below); an
 //!   HTTP/1.x connection runs the same keep-alive loop
 //!   pingora's would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
 //!   requests are answered in order, pingora's default closes after the first), and each
@@ -519,24 +519,28 @@ impl EdgeApp {
     }
 }
 
-#[async_trait]
-impl ServerApp for EdgeApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl EdgeApp {
+    /// Serve a TLS connection whose handshake is done, until it closes: HTTP/2 (ALPN `h2`)
+    /// by pingora's loop, which has its own framing and flow control, with the head
+    /// deadline around its stream; anything else by [`Self::serve_http1`].
+    pub async fn serve_tls(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // HTTP/2 has its own framing and flow control; pingora's loop serves it, with
-            // the head deadline around its stream.
             let stream: Stream = Box::new(HeadDeadline::new_h2(stream, self.header_timeout));
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            // pingora serves every stream of the connection and hands nothing back.
+            let _ = ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            return;
         }
         self.serve_http1(stream, shutdown).await;
-        None
     }
 
-    async fn cleanup(&self) {
+    /// The deadline of a request head (`server.request_header_timeout`); the TLS
+    /// listeners give a handshake as long.
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
+    }
+
+    /// At shutdown: wake the connections waiting for a head, then pingora's cleanup.
+    pub async fn cleanup(&self) {
         self.closing.close();
         self.proxy.http_cleanup().await;
     }

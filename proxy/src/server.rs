@@ -7,18 +7,20 @@
 use crate::admin::AdminApp;
 use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
-use crate::listen::PlainListeners;
+use crate::listen::Listeners;
 use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::LoadBalancer;
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use pingora::tls::{version, ServerConfig};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Why the server could not be built.
@@ -36,6 +38,30 @@ pub enum BuildError {
     /// The access log could not be opened.
     #[error("{0}")]
     AccessLog(#[from] crate::access_log::StartError),
+}
+
+/// The TLS acceptor for `server.tls_cert` and `server.tls_key`: TLS 1.2 and 1.3, ALPN `h2`
+/// then `http/1.1` (what pingora's `TlsSettings::intermediate` with `enable_h2` builds),
+/// made here so that an unreadable, empty or mismatched certificate or key is a startup
+/// error naming the files, where pingora's listener would panic when it starts.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<Acceptor, BuildError> {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    pingora::tls::install_default_crypto_provider();
+    let (chain, private_key) = pingora::tls::load_certs_and_key_files(&cert, &key)
+        .map_err(|e| BuildError::Tls(format!("{cert}, {key}: {e}")))?
+        .ok_or_else(|| {
+            BuildError::Tls(format!(
+                "{cert} holds no PEM certificate or {key} no PEM private key \
+                 (PKCS#1, PKCS#8 or SEC1)"
+            ))
+        })?;
+    let mut tls =
+        ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(|e| BuildError::Tls(format!("{cert}, {key}: {e}")))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Acceptor::from_server_config(Arc::new(tls)))
 }
 
 fn server_conf(config: &EdgeConfig) -> ServerConf {
@@ -116,25 +142,22 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
         pingora::proxy::http_proxy(&server.configuration, edge),
         config.server.request_header_timeout,
     ));
-    // Plain HTTP: the edge's own accept loop (`crate::listen`: no per-connection handshake
-    // future, no L4 buffers). TLS: pingora's listeners, serving the same app.
+    // The edge's own accept loops (`crate::listen`: no per-connection handshake future
+    // held for the connection's life, no L4 buffers), plain and TLS serving the same app.
     if !config.server.listen.is_empty() {
-        server.add_service(PlainListeners::new(
+        server.add_service(Listeners::plain(
             "komora-edge",
             config.server.listen.clone(),
             app.clone(),
         ));
     }
     if let Some((cert, key)) = &config.server.tls_cert_key {
-        let mut proxy = Service::new("komora-edge-tls".to_string(), EdgeApp::clone(&app));
-        for addr in &config.server.tls_listen {
-            let mut tls =
-                TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
-                    .map_err(|e| BuildError::Tls(e.to_string()))?;
-            tls.enable_h2();
-            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
-        }
-        server.add_service(proxy);
+        server.add_service(Listeners::tls(
+            "komora-edge-tls",
+            config.server.tls_listen.clone(),
+            Arc::new(tls_acceptor(cert, key)?),
+            app.clone(),
+        ));
     }
     server.add_service(health);
 
