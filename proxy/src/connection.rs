@@ -460,7 +460,9 @@ impl EdgeApp {
             let head = if pipelined {
                 None
             } else {
-                match idle::read_head(&mut *stream, KEEPALIVE, &self.closing).await {
+                // Shutdown closes only connections that have been answered (see `read_head`).
+                let closing = carried.is_some().then_some(&*self.closing);
+                match idle::read_head(&mut *stream, KEEPALIVE, closing).await {
                     Some(head) => Some(head),
                     None => return,
                 }

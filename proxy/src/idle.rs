@@ -111,21 +111,29 @@ fn poll_head<S: AsyncRead + Unpin>(
 /// followed it in the same reads), or `None` when the connection should just close: the
 /// client hung up or sent nothing for `idle`, a read failed (the head deadline's 408
 /// included), or `closing` was signalled while nothing had arrived.
+///
+/// `closing` is `None` for a connection's first request: a client that has just connected
+/// (or just finished its TLS handshake) is about to send one, and closing it unanswered at
+/// shutdown would fail a request the listener had already accepted (nginx too closes only
+/// keep-alive connections at a graceful shutdown). Its wait stays bounded by `idle` and the
+/// head deadline, and the process by its grace period.
 pub async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     idle: Duration,
-    closing: &Closing,
+    closing: Option<&Closing>,
 ) -> Option<BytesMut> {
     let mut held = BytesMut::new();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
-    let notified = closing.notify.notified();
+    let notified = closing.map(|c| c.notify.notified());
     tokio::pin!(notified);
     let done = poll_fn(|cx| {
         if held.is_empty() {
             // Idle: no head has started; the keep-alive timeout and shutdown apply.
-            if closing.is_closed() || notified.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
+            if let (Some(closing), Some(notified)) = (closing, notified.as_mut().as_pin_mut()) {
+                if closing.is_closed() || notified.poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
+                }
             }
             if idle_timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));

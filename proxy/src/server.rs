@@ -55,11 +55,10 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<Acceptor, BuildError> {
                  (PKCS#1, PKCS#8 or SEC1)"
             ))
         })?;
-    let mut tls =
-        ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)
-            .map_err(|e| BuildError::Tls(format!("{cert}, {key}: {e}")))?;
+    let mut tls = ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| BuildError::Tls(format!("{cert}, {key}: {e}")))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Acceptor::from_server_config(Arc::new(tls)))
 }

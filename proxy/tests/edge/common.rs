@@ -547,3 +547,95 @@ pub async fn metric(edge: &EdgeProc, name: &str, filter: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A self-signed P-256 certificate for `localhost` and 127.0.0.1 in `dir`: (cert, key).
+/// Not a CA (`CA:FALSE`), so a rustls client can trust it as its own root.
+pub fn test_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    (cert, key)
+}
+
+/// An edge with a plain HTTP/1 listener (`EdgeProc::addr`) and a TLS one (returned), with
+/// `extra` appended to its `[server]` table. (`spawn_edge`'s `--listen` would replace the
+/// TLS listener, so both come from the file here.)
+pub fn spawn_tls_edge(
+    origin: SocketAddr,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (EdgeProc, SocketAddr) {
+    let (cert, key) = test_cert(dir);
+    let (plain, tls, admin) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = \"{plain}\"\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\n\
+         tls_key = \"{}\"\n{extra}",
+        cert.display(),
+        key.display()
+    );
+    let cfg_path = dir.join("e.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--origin")
+        .arg(origin.to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("c"))
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .env("KOMORA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let edge = EdgeProc {
+        child,
+        addr: plain,
+        admin: Some(admin),
+    };
+    for a in [plain, tls, admin] {
+        wait_listening(a);
+    }
+    (edge, tls)
+}
+
+/// A TLS client (ALPN `http/1.1`) that trusts `cert`, the edge's self-signed certificate.
+pub fn tls_connector(cert: &std::path::Path, key: &std::path::Path) -> pingora::tls::TlsConnector {
+    use pingora::tls::{ClientConfig, RootCertStore};
+    pingora::tls::install_default_crypto_provider();
+    let (chain, _) = pingora::tls::load_certs_and_key_files(
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    )
+    .unwrap()
+    .expect("the test certificate and key");
+    let mut roots = RootCertStore::empty();
+    roots.add(chain[0].clone()).unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    pingora::tls::TlsConnector::from(std::sync::Arc::new(config))
+}

@@ -589,53 +589,7 @@ async fn tls_http1_pipelines_and_bounds_the_request_head() {
     let body = body_of(3000, 81);
     origin.put_media("/media/t", body.clone());
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let (plain, tls) = (free_port(), free_port());
-    let cfg = format!(
-        "[server]\nlisten = \"{plain}\"\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\n\
-         tls_key = \"{}\"\nrequest_header_timeout_secs = 1\n",
-        cert.display(),
-        key.display()
-    );
-    let cfg_path = dir.path().join("e.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_komora-edge"))
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("--origin")
-        .arg(origin.addr.to_string())
-        .arg("--cache-dir")
-        .arg(dir.path().join("c"))
-        .spawn()
-        .unwrap();
-    let _edge = EdgeProc {
-        child,
-        addr: tls,
-        admin: None,
-    };
-    wait_listening(tls);
+    let (_edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "request_header_timeout_secs = 1\n");
 
     // Three pipelined requests in one TLS write: three responses, in order.
     let req = "GET /media/t HTTP/1.1\r\nHost: localhost\r\n\r\n";

@@ -80,30 +80,7 @@ async fn https_listener_speaks_h2() {
     let origin = Origin::start().await;
     let sha = origin.put_media("/media/t", body_of(5000, 62));
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (cert, key) = test_cert(dir.path());
     let tls = free_port();
     let cfg = format!(
         "[server]\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
@@ -238,4 +215,142 @@ async fn taken_listen_address_stops_the_edge_with_its_key() -> std::io::Result<(
     );
     drop(taken);
     Ok(())
+}
+
+/// A certificate or key the TLS listener cannot use stops the edge at startup with exit
+/// code 1 and a message naming the files and the reason (pingora's listener panicked when
+/// it started), before anything listens.
+#[test]
+fn unusable_tls_certificate_or_key_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_cert(dir.path());
+    let (_, other_key) = test_cert(&{
+        let d = dir.path().join("other");
+        std::fs::create_dir(&d).unwrap();
+        d
+    });
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for (label, c, k, want) in [
+        (
+            "no PEM certificate",
+            &not_pem,
+            &key,
+            "holds no PEM certificate",
+        ),
+        (
+            "key of another certificate",
+            &cert,
+            &other_key,
+            "KeyMismatch",
+        ),
+    ] {
+        let tls = free_port();
+        let cfg = dir.path().join("e.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\ntls_listen = \"{tls}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                c.display(),
+                k.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--cache-dir")
+            .arg(dir.path().join("c"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{label}: {err}");
+        assert!(!err.contains("panicked"), "{label}: {err}");
+        assert!(
+            err.contains("server.tls_cert/tls_key: ")
+                && err.contains(&c.display().to_string())
+                && err.contains(want),
+            "{label}: {err}"
+        );
+    }
+}
+
+/// One GET of `path` on `sock` with `Connection: close`; returns the whole response.
+async fn get_and_close<S>(sock: &mut S, path: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
+        .await
+        .expect("response not ended in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// At a graceful shutdown the edge closes keep-alive connections waiting for their next
+/// request, but a connection it accepted that has not sent its first request yet (over TLS:
+/// its handshake done) is a request in flight: it is answered within the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones() {
+    use tokio::io::AsyncReadExt;
+    let origin = Origin::start().await;
+    origin.put_media("/media/s", body_of(500, 63));
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "grace_period_secs = 5\n");
+    let connector = tls_connector(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    let name = pingora::tls::ServerName::try_from("localhost").unwrap();
+
+    // A keep-alive connection that was answered once and now waits.
+    let mut kept = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        kept.write_all(b"GET /media/s HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        // The head, then the 500-byte body.
+        let mut got = Vec::new();
+        let complete = |got: &[u8]| {
+            got.windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .is_some_and(|end| got.len() >= end + 4 + 500)
+        };
+        while !complete(&got) {
+            let mut b = [0u8; 4096];
+            let n = kept.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed mid-response");
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+    }
+    // Fresh connections, accepted, no request sent yet.
+    let mut fresh = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+    let mut fresh_tls = connector.connect(name, tcp).await.unwrap();
+    // Give the edge's accept loops the connections before the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(edge.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The keep-alive connection is closed: the shutdown has reached the waiting connections.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest))
+        .await
+        .expect("idle keep-alive connection not closed at shutdown")
+        .unwrap();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The accepted ones still get their answers.
+    for (label, out) in [
+        ("plain", get_and_close(&mut fresh, "/media/s").await),
+        ("TLS", get_and_close(&mut fresh_tls, "/media/s").await),
+    ] {
+        assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Zero-downtime upgrade: a second edge started with `--upgrade` (and a changed config) takes
-//! the listening sockets over from the running one (SIGQUIT), while a request loop runs
-//! through both; no request fails and the new process serves the warm cache.
+//! the listening sockets, plain and TLS, over from the running one (SIGQUIT), while a
+//! request loop runs through both; no request fails and the new process serves the warm
+//! cache.
 
 use crate::common::*;
 use std::net::SocketAddr;
@@ -10,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The edge on `config`, which names its listeners (`--listen` would clear `tls_listen`).
 fn spawn(
     config: &Path,
-    addr: SocketAddr,
     admin: SocketAddr,
     origin: SocketAddr,
     cache: &Path,
@@ -21,8 +22,6 @@ fn spawn(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_komora-edge"));
     cmd.arg("--config")
         .arg(config)
-        .arg("--listen")
-        .arg(addr.to_string())
         .arg("--admin-listen")
         .arg(admin.to_string())
         .arg("--origin")
@@ -73,9 +72,14 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
     let warm_sha = origin.put_media("/media/warm", warm);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    let (cert, key) = test_cert(dir.path());
+    let (addr, tls, admin) = (free_port(), free_port(), free_port());
     let server = format!(
-        "[server]\nupgrade_sock = \"{}\"\ngrace_period_secs = 3\n",
-        dir.path().join("upgrade.sock").display()
+        "[server]\nupgrade_sock = \"{}\"\ngrace_period_secs = 3\nlisten = \"{addr}\"\n\
+         tls_listen = \"{tls}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        dir.path().join("upgrade.sock").display(),
+        cert.display(),
+        key.display()
     );
     let config = dir.path().join("edge.toml");
     std::fs::write(&config, &server).unwrap();
@@ -89,13 +93,13 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
         ),
     )
     .unwrap();
-    let (addr, admin) = (free_port(), free_port());
     let mut a = EdgeProc {
-        child: spawn(&config, addr, admin, origin.addr, &cache, false),
+        child: spawn(&config, admin, origin.addr, &cache, false),
         addr,
         admin: Some(admin),
     };
     wait_listening(addr);
+    wait_listening(tls);
     wait_listening(admin);
     let base = format!("http://{addr}");
     let r = get(&format!("{base}/media/warm"), &[]).await;
@@ -108,7 +112,8 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
     assert!(r.header("cache-control").contains("max-age=604800"));
 
     // The loop: warm hits over one kept-alive connection, and misses (a new object each
-    // time) over a new connection per request, until told to stop.
+    // time) over a new connection per request, and a warm hit over a new TLS connection,
+    // until told to stop.
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let keep_alive = client();
@@ -117,6 +122,13 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
+    let fresh_tls = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let tls_url = format!("https://127.0.0.1:{}/media/warm", tls.port());
     let misses = Arc::new(AtomicUsize::new(0));
     let worker = {
         let (tally, stop, origin, base, warm_sha, misses) = (
@@ -136,6 +148,8 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
                 let sha = origin.put_media(&path, body_of(3000, (i % 251) as u8));
                 let r = fetch(&fresh, &format!("{base}{path}")).await;
                 tally.check(&path, r, &sha);
+                let r = fetch(&fresh_tls, &tls_url).await;
+                tally.check("warm hit over a new TLS connection", r, &warm_sha);
                 misses.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -146,7 +160,7 @@ async fn upgrade_hands_listeners_over_with_no_failed_request_and_a_warm_cache() 
     // B waits on the upgrade socket for A's listeners; A sends them on SIGQUIT.
     let sock = dir.path().join("upgrade.sock");
     let mut b = EdgeProc {
-        child: spawn(&changed, addr, admin, origin.addr, &cache, true),
+        child: spawn(&changed, admin, origin.addr, &cache, true),
         addr,
         admin: Some(admin),
     };
