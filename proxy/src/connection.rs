@@ -12,7 +12,8 @@
 //! - [`HeadDeadline`]: the stream wrapper that enforces that deadline. Pingora only bounds
 //!   each read of a request head (by the keep-alive timeout), so a client sending one
 //!   header line every 20 s could hold a connection for as long as it liked (slowloris).
-//!   The deadline runs from the accept for a connection's first request and from the first
+//!   The deadline runs from the accept for a connection's first request (on TLS from the
+//!   end of the handshake, which [`crate::listen`] bounds by as long) and from the first
 //!   byte for later ones (before it, the idle keep-alive timeout applies); it stops when
 //!   pingora has parsed the head ([`head_complete`], called from `early_request_filter`).
 //!   When it passes, the wrapper writes `408 Request Timeout` with `Connection: close`
@@ -110,8 +111,9 @@ pub struct HeadDeadline {
     /// HTTP/2: where the heads are (`None`: HTTP/1, heads end by [`head_complete`]). Boxed,
     /// as `batch`: an idle HTTP/1 connection holds this struct and need not carry them.
     h2: Option<Box<H2Scan>>,
-    /// HTTP/2: the frames' writes, batched ([`write_batch`]); `None` on HTTP/1, whose
-    /// responses pingora writes and flushes once each.
+    /// The writes, batched ([`write_batch`]): HTTP/2's frames, or on HTTP/1.1 over TLS a
+    /// response's head and body; `None` on plain HTTP/1, whose hits the direct path writes
+    /// whole and whose other responses go to the socket as pingora writes them.
     batch: Option<Box<WriteBatch>>,
 }
 
@@ -128,6 +130,14 @@ impl HeadDeadline {
             expired: None,
             h2: None,
             batch: None,
+        }
+    }
+
+    /// [`Self::new`] with writes gathered until each flush (HTTP/1.1 over TLS).
+    pub fn new_batched(inner: Stream, timeout: Duration) -> Self {
+        HeadDeadline {
+            batch: Some(Box::new(WriteBatch::undeferred())),
+            ..HeadDeadline::new(inner, timeout)
         }
     }
 
@@ -445,12 +455,22 @@ impl EdgeApp {
 impl EdgeApp {
     /// Serve an HTTP/1.x connection until it closes: the keep-alive loop of the module docs.
     ///
-    /// The plain-HTTP listeners spawn this future as the connection's task, so what it holds
+    /// The plain-HTTP listeners spawn this future as the connection's task (the TLS ones
+    /// await it after the handshake, through [`Self::serve_tls`]), so what it holds
     /// between requests is what an idle connection costs: the stream, the settings pingora
     /// carries, and [`idle::read_head`]'s wait. The request itself runs in pingora's boxed
     /// future ([`Self::request`]), allocated per request and gone when it is answered.
     pub async fn serve_http1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
-        let mut stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
+        let stream = Box::new(HeadDeadline::new(stream, self.header_timeout));
+        self.serve_http1_on(stream, shutdown).await;
+    }
+
+    /// [`Self::serve_http1`] on a stream already in its deadline wrapper.
+    async fn serve_http1_on(
+        self: &Arc<Self>,
+        mut stream: Box<HeadDeadline>,
+        shutdown: &ShutdownWatch,
+    ) {
         // `None` before the first request; afterwards what pingora carries to the next one.
         let mut carried: Option<Option<HttpPersistentSettings>> = None;
         loop {
@@ -532,7 +552,8 @@ impl EdgeApp {
             let _ = ServerApp::process_new(&self.proxy, stream, shutdown).await;
             return;
         }
-        self.serve_http1(stream, shutdown).await;
+        let stream = Box::new(HeadDeadline::new_batched(stream, self.header_timeout));
+        self.serve_http1_on(stream, shutdown).await;
     }
 
     /// The deadline of a request head (`server.request_header_timeout`); the TLS

@@ -1,4 +1,5 @@
-//! Write batching for HTTP/2 downstreams: many small frames, one TLS record and one syscall.
+//! Write batching for TLS downstreams: many small frames (HTTP/2) or a response's head and
+//! body (HTTP/1.1), one TLS record and one syscall.
 //!
 //! The h2 library flushes its socket once per DATA frame it holds by reference (any frame of
 //! 256 bytes or more): it keeps one such frame at a time and must write it out before it can
@@ -13,6 +14,11 @@
 //! frames first. The connection task polls again (h2 flushes on every poll of its
 //! connection), finds no new writes and flushes for real: one large write to TLS (full
 //! 16 KiB records) and one flush of the socket.
+//!
+//! On HTTP/1.1 over TLS ([`WriteBatch::undeferred`]) flushes are never deferred: pingora
+//! writes a response's head and its body, then flushes once, and the batch makes those one
+//! TLS record and one `write` (through rustls straight to the socket, each `write_all` was
+//! a record and a syscall of its own).
 //!
 //! Bounds (why this never holds bytes back for long): at most [`MAX_DEFERRED`] deferrals in
 //! a row, each one scheduler round; at most [`LIMIT`] bytes buffered (reaching it writes
@@ -40,7 +46,7 @@ pub const LIMIT: usize = 68 * 1024;
 pub const MAX_DEFERRED: u8 = 4;
 
 /// The buffer and flush state of one connection's writes (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteBatch {
     /// Bytes accepted and not yet written to the inner stream (empty, no allocation, when
     /// idle).
@@ -51,9 +57,32 @@ pub struct WriteBatch {
     wrote: bool,
     /// Flushes deferred in a row.
     deferred: u8,
+    /// Flushes deferred in a row at most: [`MAX_DEFERRED`] for HTTP/2, 0 for HTTP/1.1.
+    max_deferred: u8,
+}
+
+impl Default for WriteBatch {
+    /// The HTTP/2 batch: flushes deferred (see the module docs).
+    fn default() -> Self {
+        WriteBatch {
+            buf: Vec::new(),
+            sent: 0,
+            wrote: false,
+            deferred: 0,
+            max_deferred: MAX_DEFERRED,
+        }
+    }
 }
 
 impl WriteBatch {
+    /// The HTTP/1.1 batch: writes gathered until the next flush, which is done at once.
+    pub fn undeferred() -> Self {
+        WriteBatch {
+            max_deferred: 0,
+            ..WriteBatch::default()
+        }
+    }
+
     /// Bytes accepted and not yet written to the inner stream.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.sent
@@ -74,7 +103,9 @@ impl WriteBatch {
         if len >= LIMIT {
             return Pin::new(inner).poll_write_vectored(cx, bufs);
         }
-        if self.buf.capacity() == 0 {
+        if self.buf.capacity() == 0 && self.max_deferred > 0 {
+            // HTTP/2: room for the frames of many streams at once. HTTP/1.1 gathers a head
+            // and a body: the buffer grows to what they need.
             self.buf.reserve_exact(LIMIT);
         }
         for b in bufs {
@@ -90,7 +121,7 @@ impl WriteBatch {
         inner: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.wrote && self.deferred < MAX_DEFERRED {
+        if self.wrote && self.deferred < self.max_deferred {
             self.wrote = false;
             self.deferred += 1;
             // The owner's task runs again after the tasks already queued; its next flush
@@ -238,6 +269,25 @@ mod tests {
         flush(&mut b, &mut w, &mut cx);
         assert_eq!((w.writes, w.flushes, b.buffered()), (2, 2, 0));
         assert!(w.bytes.ends_with(b"tail"));
+        assert_eq!(b.buf.capacity(), 0, "an idle connection holds no buffer");
+    }
+
+    #[test]
+    fn http1_head_and_body_leave_in_one_write_at_the_flush_never_deferred() {
+        let wakes = Arc::new(CountWakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut b, mut w) = (WriteBatch::undeferred(), Recorder::default());
+        // What pingora's HTTP/1 session does: the head, the body, one flush.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n".to_vec();
+        let body = vec![7u8; 1024];
+        write(&mut b, &mut w, &mut cx, &head);
+        write(&mut b, &mut w, &mut cx, &body);
+        assert_eq!(w.writes, 0, "gathered until the flush");
+        flush(&mut b, &mut w, &mut cx);
+        assert_eq!((w.writes, w.flushes, b.buffered()), (1, 1, 0));
+        assert_eq!(w.bytes, [head, body].concat());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "no flush deferred");
         assert_eq!(b.buf.capacity(), 0, "an idle connection holds no buffer");
     }
 
