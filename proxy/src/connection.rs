@@ -60,9 +60,6 @@ pub mod plain_stream;
 pub mod write_batch;
 use crate::service::Edge;
 
-/// Keep-alive timeout between requests on an HTTP/1 connection (pingora's default, 60 s).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-
 /// What a 408 looks like on the wire: no body, and the connection ends with it.
 const TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
@@ -437,16 +434,22 @@ impl Peek for HeadDeadline {
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Edge>>,
     header_timeout: Duration,
+    /// How long an HTTP/1.x connection may wait for its next request
+    /// (`server.keepalive_timeout_secs`; HTTP/2's is pingora's `h2_idle_timeout`).
+    keepalive: Duration,
     /// Wakes connections waiting for a head in [`idle::read_head`] at shutdown.
     closing: Arc<idle::Closing>,
 }
 
 impl EdgeApp {
-    /// `proxy` served with `header_timeout` as the deadline of each request head.
-    pub fn new(proxy: HttpProxy<Edge>, header_timeout: Duration) -> Self {
+    /// `proxy` served with `header_timeout` as the deadline of each request head, and
+    /// `keepalive` as the longest wait for the next one on an HTTP/1.x connection (the
+    /// HTTP/2 idle timeout is `proxy`'s server options').
+    pub fn new(proxy: HttpProxy<Edge>, header_timeout: Duration, keepalive: Duration) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout,
+            keepalive,
             closing: Arc::default(),
         }
     }
@@ -482,7 +485,7 @@ impl EdgeApp {
             } else {
                 // Shutdown closes only connections that have been answered (see `read_head`).
                 let closing = carried.is_some().then_some(&*self.closing);
-                match idle::read_head(&mut *stream, KEEPALIVE, closing).await {
+                match idle::read_head(&mut *stream, self.keepalive, closing).await {
                     Some(head) => Some(head),
                     None => return,
                 }
@@ -520,7 +523,7 @@ impl EdgeApp {
                 if *shutdown.borrow() {
                     session.set_keepalive(None);
                 } else {
-                    session.set_keepalive(Some(KEEPALIVE.as_secs()));
+                    session.set_keepalive(Some(self.keepalive.as_secs()));
                 }
                 session.set_keepalive_reuses_remaining(
                     self.proxy

@@ -11,6 +11,7 @@ use crate::listen::Listeners;
 use crate::lock::EdgeLock;
 use crate::service::Edge;
 use crate::storage::TieredStorage;
+use pingora::apps::HttpServerOptions;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::LoadBalancer;
@@ -137,9 +138,16 @@ pub fn build(config: EdgeConfig, upgrade: bool) -> Result<Server, BuildError> {
         .as_ref()
         .map(crate::access_log::AccessLog::start)
         .transpose()?;
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, edge);
+    // pingora closes an idle HTTP/2 connection only when told to; the edge's HTTP/1 loop
+    // uses the same timeout between requests.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.server.keepalive_timeout);
+    proxy.server_options = Some(options);
     let app = Arc::new(EdgeApp::new(
-        pingora::proxy::http_proxy(&server.configuration, edge),
+        proxy,
         config.server.request_header_timeout,
+        config.server.keepalive_timeout,
     ));
     // The edge's own accept loops (`crate::listen`: no per-connection handshake future
     // held for the connection's life, no L4 buffers), plain and TLS serving the same app.

@@ -15,6 +15,10 @@ pub const DEFAULT_PID_FILE: &str = "/tmp/komora-edge.pid";
 /// Default `server.request_header_timeout_secs` (nginx `client_header_timeout` is 60 s; a
 /// request head is a few hundred bytes, 10 s is generous for any real client).
 pub const DEFAULT_REQUEST_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default `server.keepalive_timeout_secs` (nginx `keepalive_timeout` is 75 s; pingora's
+/// HTTP/2 connections had none: an idle one stayed open, ~47 KiB, for as long as the client
+/// kept it).
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 60;
 
 /// Default `upstream.origins` (one origin).
 pub const DEFAULT_ORIGIN: &str = "127.0.0.1:8081";

@@ -70,6 +70,12 @@ pub struct RawServer {
     /// Seconds. Default 10 ([`DEFAULT_REQUEST_HEADER_TIMEOUT_SECS`]), range 1..=3600.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_header_timeout_secs: Option<u64>,
+    /// How long a connection may wait with no request in flight before the edge closes it:
+    /// an HTTP/1.x keep-alive connection between requests, an HTTP/2 connection with no
+    /// open stream. Seconds. Default 60 ([`DEFAULT_KEEPALIVE_TIMEOUT_SECS`]), range
+    /// 1..=3600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_timeout_secs: Option<u64>,
 }
 
 /// `[upstream]`: origin peers.

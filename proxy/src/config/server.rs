@@ -28,6 +28,8 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
     /// Deadline for a whole request head.
     pub request_header_timeout: Duration,
+    /// Idle time after which a connection with no request in flight is closed.
+    pub keepalive_timeout: Duration,
 }
 
 /// Validated `[upstream]`.
@@ -120,6 +122,13 @@ pub(super) fn validate_server(c: &mut Checker, s: RawServer) -> ServerSettings {
             "server.request_header_timeout_secs",
             s.request_header_timeout_secs,
             DEFAULT_REQUEST_HEADER_TIMEOUT_SECS,
+            1,
+            3600,
+        )),
+        keepalive_timeout: Duration::from_secs(c.range(
+            "server.keepalive_timeout_secs",
+            s.keepalive_timeout_secs,
+            DEFAULT_KEEPALIVE_TIMEOUT_SECS,
             1,
             3600,
         )),

@@ -112,6 +112,7 @@ fn shipped_edge_toml_loads_to_the_values_its_comments_claim() {
                 upgrade_sock: "/tmp/komora-edge-upgrade.sock".into(),
                 pid_file: "/tmp/komora-edge.pid".into(),
                 request_header_timeout: Duration::from_secs(10),
+                keepalive_timeout: Duration::from_secs(60),
             }
         );
         assert_eq!(
@@ -240,6 +241,7 @@ fn docker_edge_toml_parses_to_exactly_its_keys() {
             upgrade_sock: Some("/var/cache/komora/upgrade.sock".into()),
             pid_file: Some("/var/cache/komora/edge.pid".into()),
             request_header_timeout_secs: Some(10),
+            keepalive_timeout_secs: Some(60),
         }),
         upstream: Some(RawUpstream {
             origins: Some(vec!["origin-a:8081".into(), "origin-b:8081".into()]),

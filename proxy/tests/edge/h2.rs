@@ -485,3 +485,70 @@ async fn concurrent_h2_streams_on_one_connection_each_get_their_own_bytes() {
     // All hits: the burst came from the cache.
     assert_eq!(origin.requests_for(&objects[0].0), 1);
 }
+
+/// A connection with no request in flight is closed after `server.keepalive_timeout_secs`:
+/// HTTP/2 with no open stream (pingora's default kept such a connection, ~47 KiB, open for
+/// as long as the client did) and HTTP/1.1 between requests alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_close_after_the_keepalive_timeout() {
+    let origin = Origin::start().await;
+    let sha = origin.put_media("/media/ka", body_of(3000, 94));
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tls) = spawn_tls_edge(origin.addr, dir.path(), "keepalive_timeout_secs = 2\n");
+
+    let mut c = RawH2::connect(tls);
+    c.start().await;
+    let get = frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block("/media/ka"),
+    );
+    assert!(c.send(&get).await);
+    let mut body = tokio::time::timeout(HANG, c.response_head(1))
+        .await
+        .unwrap();
+    tokio::time::timeout(HANG, c.body(1, &mut body))
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&body), sha);
+    let idle_from = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), c.until_closed())
+        .await
+        .expect("an idle HTTP/2 connection was not closed")
+        .unwrap();
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "HTTP/2 connection closed after {waited:?}, before the 2 s timeout"
+    );
+
+    let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    s.write_all(b"GET /media/ka HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let idle_from = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut idle_from = None;
+        loop {
+            let mut b = [0u8; 8192];
+            let n = s.read(&mut b).await.unwrap_or(0);
+            if n == 0 {
+                return idle_from;
+            }
+            got.extend_from_slice(&b[..n]);
+            if got.len() >= 3000 && idle_from.is_none() {
+                idle_from = Some(std::time::Instant::now());
+            }
+        }
+    })
+    .await
+    .expect("an idle HTTP/1.1 connection was not closed")
+    .expect("closed before the response");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "HTTP/1.1 connection closed after {waited:?}, before the 2 s timeout"
+    );
+}
