@@ -4,8 +4,20 @@
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
-/// Default `server.threads`.
-pub const DEFAULT_THREADS: u64 = 2;
+/// Most `server.threads`.
+pub const MAX_THREADS: u64 = 1024;
+
+/// Default `server.threads`: the CPUs this process may run on (`available_parallelism`, which
+/// reads its CPU affinity and cgroup quota), at most [`MAX_THREADS`], 1 when that is unknown.
+/// Not a constant: more worker threads than cores time-slice one core between them, and a
+/// connection whose thread is preempted waits a whole slice (on the harness's one pinned
+/// core, 2 threads had 2.5-3x the p99 of 1 on 304s at the same req/s; `bench/README-edge.md`,
+/// "2026-12-04").
+pub fn default_threads() -> u64 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() as u64)
+        .min(MAX_THREADS)
+}
 /// Default `server.grace_period_secs`.
 pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 5;
 /// Default `server.upgrade_sock`.

@@ -47,7 +47,8 @@ pub struct RawServer {
     /// PEM private key for `tls_listen`. Path. Required when `tls_listen` is non-empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<String>,
-    /// Worker threads per service. Count. Default 2 ([`DEFAULT_THREADS`]), range 1..=1024.
+    /// Worker threads per service. Count. Default: the CPUs this process may run on
+    /// ([`default_threads`]), range 1..=1024.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u64>,
     /// Time SIGTERM waits for in-flight requests before exit. Seconds. Default 5

@@ -105,7 +105,13 @@ pub(super) fn validate_server(c: &mut Checker, s: RawServer) -> ServerSettings {
         listen,
         tls_listen,
         tls_cert_key,
-        threads: nz_usize(c.range("server.threads", s.threads, DEFAULT_THREADS, 1, 1024)),
+        threads: nz_usize(c.range(
+            "server.threads",
+            s.threads,
+            default_threads(),
+            1,
+            MAX_THREADS,
+        )),
         grace_period: Duration::from_secs(c.range(
             "server.grace_period_secs",
             s.grace_period_secs,

@@ -107,7 +107,8 @@ fn shipped_edge_toml_loads_to_the_values_its_comments_claim() {
                 listen: vec!["0.0.0.0:8080".parse().unwrap()],
                 tls_listen: vec![],
                 tls_cert_key: None,
-                threads: NonZeroUsize::new(2).unwrap(),
+                // The CPUs this process may run on, as the edge's default reads them.
+                threads: std::thread::available_parallelism().unwrap(),
                 grace_period: Duration::from_secs(5),
                 upgrade_sock: "/tmp/komora-edge-upgrade.sock".into(),
                 pid_file: "/tmp/komora-edge.pid".into(),

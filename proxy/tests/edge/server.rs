@@ -354,3 +354,48 @@ async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones()
         assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out:?}");
     }
 }
+
+/// `server.threads` defaults to the CPUs the process may run on: started under a one-CPU
+/// affinity (`taskset -c 0`) the edge's plain listener runs one worker thread, started with
+/// every CPU one per CPU (pingora names a service's threads after it).
+#[test]
+fn worker_threads_default_to_the_cpus_the_process_may_run_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let workers = |one_cpu: bool| -> usize {
+        let addr = free_port();
+        let origin = free_port(); // nothing needed there: no request is made
+        let mut cmd = if one_cpu {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(env!("CARGO_BIN_EXE_komora-edge"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_komora-edge"))
+        };
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--origin")
+            .arg(origin.to_string())
+            .arg("--cache-dir")
+            .arg(dir.path().join(format!("c-{one_cpu}")))
+            .stderr(std::process::Stdio::null());
+        // taskset execs the edge: the child is the edge itself.
+        let edge = EdgeProc {
+            child: cmd.spawn().unwrap(),
+            addr,
+            admin: None,
+        };
+        wait_listening(addr);
+        std::fs::read_dir(format!("/proc/{}/task", edge.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "komora-edge")
+            .count()
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let (one, all) = (workers(true), workers(false));
+    assert_eq!(
+        all - one,
+        cpus - 1,
+        "{one} threads on one CPU, {all} on {cpus} CPUs"
+    );
+}
