@@ -204,15 +204,17 @@ def warm(peer, port):
     s.close()
 
 
-def measure_idle(peer, port, pid, conns):
-    """RSS per idle keep-alive connection, each after one full request."""
-    warm(peer, port)
+def measure_idle(peer, pid, conns, open_conn, request):
+    """RSS per idle keep-alive connection, each after one full request: `open_conn()` opens
+    one, `request(sock, again)` makes a request on it and returns the status (`again`: not
+    the connection's first)."""
     base = settled_rss(pid)
     idle = []
     for _ in range(conns):
-        c = connect(port)
-        if get(c, OBJ) != 200:
-            sys.exit(f"idle-conns: {peer}: {OBJ} not 200 on an idle connection")
+        c = open_conn()
+        status = request(c, False)
+        if status != 200:
+            sys.exit(f"idle-conns: {peer}: {OBJ} answered {status} on a new connection")
         idle.append(c)
     after = settled_rss(pid)
     # the idle connections must still be usable keep-alive connections
@@ -220,7 +222,7 @@ def measure_idle(peer, port, pid, conns):
     alive = 0
     for c in sample:
         try:
-            alive += get(c, OBJ) == 200
+            alive += request(c, True) == 200
         except OSError:
             pass
     for c in idle:
@@ -229,58 +231,15 @@ def measure_idle(peer, port, pid, conns):
             "kib_per_conn": round((after - base) / conns, 2), "reused_ok": f"{alive}/{len(sample)}"}
 
 
-def measure_half(peer, port, pid, conns):
+def measure_half(pid, conns, open_conn, host):
     """RSS per connection that sent a request head without its final CRLF (read within the
     edge's 10 s head deadline; each connection is checked to be open still)."""
-    warm(peer, port)
     base = settled_rss(pid)
     t0 = time.monotonic()
     partial = []
     for _ in range(conns):
-        c = connect(port)
-        c.sendall(f"GET {OBJ} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: idle-conns\r\n".encode())
-        partial.append(c)
-    time.sleep(1.0)
-    after = rss_kib(pid)
-    secs = time.monotonic() - t0
-    for c in partial:
-        c.close()
-    return {"conns": conns, "rss_base_kib": base, "rss_kib": after,
-            "kib_per_conn": round((after - base) / conns, 2), "secs": round(secs, 1)}
-
-
-def measure_tls_idle(peer, port, pid, conns, alpn):
-    """RSS per idle TLS connection (https/1.1 or h2), each after one full request."""
-    base = settled_rss(pid)
-    idle = []
-    for _ in range(conns):
-        c = tls_connect(port, alpn)
-        status = get(c, OBJ) if alpn == "http/1.1" else h2_get(c, OBJ, 1)
-        if status != 200:
-            sys.exit(f"idle-conns: {peer}: {OBJ} over {alpn} answered {status}")
-        idle.append(c)
-    after = settled_rss(pid)
-    sample = idle[:: max(1, conns // 50)]
-    alive = 0
-    for c in sample:
-        try:
-            alive += (get(c, OBJ) if alpn == "http/1.1" else h2_get(c, OBJ, 3)) == 200
-        except OSError:
-            pass
-    for c in idle:
-        c.close()
-    return {"conns": conns, "rss_base_kib": base, "rss_kib": after,
-            "kib_per_conn": round((after - base) / conns, 2), "reused_ok": f"{alive}/{len(sample)}"}
-
-
-def measure_tls_half(peer, port, pid, conns):
-    """RSS per TLS connection whose request head lacks its final CRLF."""
-    base = settled_rss(pid)
-    t0 = time.monotonic()
-    partial = []
-    for _ in range(conns):
-        c = tls_connect(port, "http/1.1")
-        c.sendall(f"GET {OBJ} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: idle-conns\r\n".encode())
+        c = open_conn()
+        c.sendall(f"GET {OBJ} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: idle-conns\r\n".encode())
         partial.append(c)
     time.sleep(1.0)
     after = rss_kib(pid)
@@ -400,21 +359,27 @@ def main():
                 if peer == "edge" and args.edge_env:
                     row["env"] = " ".join(args.edge_env)
                 # a fresh process for each kind, so one phase's memory does not hide the other's
+                h1 = lambda c, again: get(c, OBJ)
+                h2 = lambda c, again: h2_get(c, OBJ, 3 if again else 1)
+                # (kind, connections, TLS certificate, measure(port, https port, pid, n))
                 phases = (
-                    ("idle", args.conns, None, lambda port, tport, pid, n: measure_idle(peer, port, pid, n)),
-                    ("half", args.half, None, lambda port, tport, pid, n: measure_half(peer, port, pid, n)),
-                    ("tls-idle", args.tls, cert, lambda port, tport, pid, n: (
-                        warm(peer, port), measure_tls_idle(peer, tport, pid, n, "http/1.1"))[1]),
-                    ("h2-idle", args.tls, cert, lambda port, tport, pid, n: (
-                        warm(peer, port), measure_tls_idle(peer, tport, pid, n, "h2"))[1]),
-                    ("tls-half", args.tls, cert, lambda port, tport, pid, n: (
-                        warm(peer, port), measure_tls_half(peer, tport, pid, n))[1]),
+                    ("idle", args.conns, None, lambda port, tport, pid, n:
+                        measure_idle(peer, pid, n, lambda: connect(port), h1)),
+                    ("half", args.half, None, lambda port, tport, pid, n:
+                        measure_half(pid, n, lambda: connect(port), "127.0.0.1")),
+                    ("tls-idle", args.tls, cert, lambda port, tport, pid, n:
+                        measure_idle(peer, pid, n, lambda: tls_connect(tport, "http/1.1"), h1)),
+                    ("h2-idle", args.tls, cert, lambda port, tport, pid, n:
+                        measure_idle(peer, pid, n, lambda: tls_connect(tport, "h2"), h2)),
+                    ("tls-half", args.tls, cert, lambda port, tport, pid, n:
+                        measure_half(pid, n, lambda: tls_connect(tport, "http/1.1"), "localhost")),
                 )
                 for kind, n, tls, fn in phases:
                     if n == 0:
                         continue
                     proc, port, tls_port = start_peer(peer, args, work, origin_port, kind, tls)
                     try:
+                        warm(peer, port)
                         row[kind] = fn(port, tls_port, proc.pid, n)
                     finally:
                         stop(proc)

@@ -4,6 +4,16 @@ use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Send SIGTERM to `pid` (the edge's graceful shutdown).
+fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_within_grace_period() {
     let origin = Origin::start().await;
@@ -14,12 +24,7 @@ async fn sigterm_exits_within_grace_period() {
         Some("[server]\ngrace_period_secs = 2\n"),
     );
     let start = Instant::now();
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(edge.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(edge.pid());
     let deadline = start + Duration::from_secs(6);
     loop {
         if let Some(status) = edge.child.try_wait().unwrap() {
@@ -333,12 +338,7 @@ async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones()
     // Give the edge's accept loops the connections before the signal.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(edge.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(edge.pid());
     // The keep-alive connection is closed: the shutdown has reached the waiting connections.
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest))
