@@ -3,9 +3,9 @@
 //!
 //! What it owns:
 //! - [`EdgeApp`]: what the edge's listeners ([`crate::listen`]) run on each connection.
-//!   HTTP/2 (ALPN `h2`) goes to pingora's own loop with its stream in the same deadline wrapper (see below); an
-//!   HTTP/1.x connection runs the same keep-alive loop
-//!   pingora's would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
+//!   HTTP/2 (ALPN `h2`) goes to pingora's own loop with its stream in the same deadline
+//!   wrapper (see below); an HTTP/1.x connection runs the same keep-alive loop pingora's
+//!   would, with two differences: pipelining is on (RFC 9112 §9.3.2: pipelined
 //!   requests are answered in order, pingora's default closes after the first), and each
 //!   request head has a total deadline. Between requests (and until a head is complete)
 //!   the connection waits in [`crate::idle`] with no pingora session allocated.
@@ -428,17 +428,17 @@ impl Peek for HeadDeadline {
 }
 
 /// The edge's listening app: pingora's proxy behind the connection loop described in the
-/// module docs. Clones share everything (the plain-HTTP and the TLS listening services each
-/// hold one), so either's `cleanup` stops the waiting connections of both.
-#[derive(Clone)]
+/// module docs. The plain-HTTP and the TLS listening services hold the same one (an `Arc`),
+/// so either's `cleanup` stops the waiting connections of both.
 pub struct EdgeApp {
+    /// In an `Arc` of its own: pingora's HTTP/2 loop is a method on `&Arc<HttpProxy>`.
     proxy: Arc<HttpProxy<Edge>>,
     header_timeout: Duration,
     /// How long an HTTP/1.x connection may wait for its next request
     /// (`server.keepalive_timeout_secs`; HTTP/2's is pingora's `h2_idle_timeout`).
     keepalive: Duration,
     /// Wakes connections waiting for a head in [`idle::read_head`] at shutdown.
-    closing: Arc<idle::Closing>,
+    closing: idle::Closing,
 }
 
 impl EdgeApp {
@@ -450,12 +450,10 @@ impl EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout,
             keepalive,
-            closing: Arc::default(),
+            closing: idle::Closing::default(),
         }
     }
-}
 
-impl EdgeApp {
     /// Serve an HTTP/1.x connection until it closes: the keep-alive loop of the module docs.
     ///
     /// The plain-HTTP listeners spawn this future as the connection's task (the TLS ones
@@ -484,7 +482,7 @@ impl EdgeApp {
                 None
             } else {
                 // Shutdown closes only connections that have been answered (see `read_head`).
-                let closing = carried.is_some().then_some(&*self.closing);
+                let closing = carried.is_some().then_some(&self.closing);
                 match idle::read_head(&mut *stream, self.keepalive, closing).await {
                     Some(head) => Some(head),
                     None => return,
@@ -542,9 +540,7 @@ impl EdgeApp {
         }
         self.proxy.process_new_http(session, shutdown)
     }
-}
 
-impl EdgeApp {
     /// Serve a TLS connection whose handshake is done, until it closes: HTTP/2 (ALPN `h2`)
     /// by pingora's loop, which has its own framing and flow control, with the head
     /// deadline around its stream; anything else by [`Self::serve_http1`].

@@ -139,9 +139,9 @@ async fn serve_tls(
     app: Arc<EdgeApp>,
     tls: Arc<Acceptor>,
     stream: PlainStream,
-    peer: SocketAddr,
     shutdown: ShutdownWatch,
 ) {
+    let peer = stream.peer();
     let handshake = Box::pin(tls.tls_handshake(stream));
     let stream: Stream = match tokio::time::timeout(app.header_timeout(), handshake).await {
         Ok(Ok(stream)) => Box::new(stream),
@@ -192,7 +192,7 @@ async fn accept_loop(
                         });
                     }
                     Some(tls) => {
-                        tokio::spawn(serve_tls(app, tls.clone(), stream, peer, shutdown));
+                        tokio::spawn(serve_tls(app, tls.clone(), stream, shutdown));
                     }
                 }
             }

@@ -53,6 +53,11 @@ impl PlainStream {
         }
     }
 
+    /// The address the connection was accepted from.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// The socket (the direct hit path writes to it, [`crate::hit`]).
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp

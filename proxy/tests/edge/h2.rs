@@ -122,6 +122,20 @@ impl RawH2 {
         }
     }
 
+    /// GET `path` on `stream` (a new stream id) and read its response; the body. `what`
+    /// names the failure if no response head comes within [`HANG`].
+    async fn get(&mut self, stream: u32, path: &str, what: &str) -> Vec<u8> {
+        let get = frame(HEADERS, END_STREAM | END_HEADERS, stream, &get_block(path));
+        assert!(self.send(&get).await);
+        let mut body = tokio::time::timeout(HANG, self.response_head(stream))
+            .await
+            .expect(what);
+        tokio::time::timeout(HANG, self.body(stream, &mut body))
+            .await
+            .unwrap();
+        body
+    }
+
     /// Spawn a task that reads until the server closes the connection.
     fn until_closed(&mut self) -> tokio::task::JoinHandle<()> {
         let mut out = self.stdout.take().unwrap();
@@ -340,38 +354,16 @@ async fn h2_request_heads_have_a_deadline() {
     // later header block that never ends closes it.
     let mut c = RawH2::connect(tls);
     c.start().await;
-    assert!(
-        c.send(&frame(
-            HEADERS,
-            END_STREAM | END_HEADERS,
-            1,
-            &get_block("/media/h2t")
-        ))
-        .await
-    );
-    let mut body = tokio::time::timeout(HANG, c.response_head(1))
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, c.body(1, &mut body))
-        .await
-        .unwrap();
+    let body = c.get(1, "/media/h2t", "no response head").await;
     assert_eq!(sha256_hex(&body), sha);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        c.send(&frame(
-            HEADERS,
-            END_STREAM | END_HEADERS,
+    let body = c
+        .get(
             3,
-            &get_block("/media/h2t")
-        ))
-        .await
-    );
-    let mut body = tokio::time::timeout(HANG, c.response_head(3))
-        .await
-        .expect("an idle connection was closed by the head deadline");
-    tokio::time::timeout(HANG, c.body(3, &mut body))
-        .await
-        .unwrap();
+            "/media/h2t",
+            "an idle connection was closed by the head deadline",
+        )
+        .await;
     assert_eq!(sha256_hex(&body), sha);
     assert!(c.send(&frame(HEADERS, END_STREAM, 5, &block)).await);
     assert!(
@@ -498,19 +490,7 @@ async fn idle_connections_close_after_the_keepalive_timeout() {
 
     let mut c = RawH2::connect(tls);
     c.start().await;
-    let get = frame(
-        HEADERS,
-        END_STREAM | END_HEADERS,
-        1,
-        &get_block("/media/ka"),
-    );
-    assert!(c.send(&get).await);
-    let mut body = tokio::time::timeout(HANG, c.response_head(1))
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, c.body(1, &mut body))
-        .await
-        .unwrap();
+    let body = c.get(1, "/media/ka", "no response head").await;
     assert_eq!(sha256_hex(&body), sha);
     let idle_from = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(15), c.until_closed())
