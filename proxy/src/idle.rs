@@ -107,10 +107,18 @@ fn poll_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// How long a keep-alive connection still waits for its next request once `closing` is
+/// signalled (seconds; shorter than any grace period, `server.grace_period_secs` ≥ 1). A
+/// busy client sends one in this time and is answered (with `Connection: close`, as every
+/// response during shutdown) instead of having its connection closed just as its request
+/// is on the way, which it sees as a reset; only a client idle for the whole linger races
+/// the close, as with any keep-alive timeout.
+pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+
 /// Wait for the next request head on `stream`: its bytes (the complete head, plus whatever
 /// followed it in the same reads), or `None` when the connection should just close: the
 /// client hung up or sent nothing for `idle`, a read failed (the head deadline's 408
-/// included), or `closing` was signalled while nothing had arrived.
+/// included), or nothing arrived within [`SHUTDOWN_LINGER`] of `closing` being signalled.
 ///
 /// `closing` is `None` for a connection's first request: a client that has just connected
 /// (or just finished its TLS handshake) is about to send one, and closing it unanswered at
@@ -127,12 +135,19 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     tokio::pin!(idle_timer);
     let notified = closing.map(|c| c.notify.notified());
     tokio::pin!(notified);
+    let mut lingering = false;
     let done = poll_fn(|cx| {
         if held.is_empty() {
             // Idle: no head has started; the keep-alive timeout and shutdown apply.
-            if let (Some(closing), Some(notified)) = (closing, notified.as_mut().as_pin_mut()) {
+            if let (Some(closing), Some(notified), false) =
+                (closing, notified.as_mut().as_pin_mut(), lingering)
+            {
                 if closing.is_closed() || notified.poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
+                    lingering = true;
+                    let linger = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+                    if linger < idle_timer.deadline() {
+                        idle_timer.as_mut().reset(linger);
+                    }
                 }
             }
             if idle_timer.as_mut().poll(cx).is_ready() {

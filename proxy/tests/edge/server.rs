@@ -296,9 +296,37 @@ where
     String::from_utf8_lossy(&out).to_string()
 }
 
+/// A keep-alive connection to `addr` that was answered once (`GET /media/s`, 500 bytes) and
+/// now waits for its next request.
+async fn answered_keep_alive(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /media/s HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The head, then the 500-byte body.
+    let mut got = Vec::new();
+    let complete = |got: &[u8]| {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| got.len() >= end + 4 + 500)
+    };
+    while !complete(&got) {
+        let mut b = [0u8; 4096];
+        let n = kept.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed mid-response");
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    kept
+}
+
 /// At a graceful shutdown the edge closes keep-alive connections waiting for their next
-/// request, but a connection it accepted that has not sent its first request yet (over TLS:
-/// its handshake done) is a request in flight: it is answered within the grace period.
+/// request once they have sent none for `SHUTDOWN_LINGER` (1 s); one whose request comes
+/// within it is answered, with `Connection: close` (closing it at once reset a busy
+/// client's request on its way). A connection it accepted that has not sent its first
+/// request yet (over TLS: its handshake done) is a request in flight: it is answered within
+/// the grace period.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones() {
     use tokio::io::AsyncReadExt;
@@ -309,28 +337,8 @@ async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones()
     let connector = tls_connector(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
     let name = pingora::tls::ServerName::try_from("localhost").unwrap();
 
-    // A keep-alive connection that was answered once and now waits.
-    let mut kept = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    {
-        use tokio::io::AsyncWriteExt;
-        kept.write_all(b"GET /media/s HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        // The head, then the 500-byte body.
-        let mut got = Vec::new();
-        let complete = |got: &[u8]| {
-            got.windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .is_some_and(|end| got.len() >= end + 4 + 500)
-        };
-        while !complete(&got) {
-            let mut b = [0u8; 4096];
-            let n = kept.read(&mut b).await.unwrap();
-            assert!(n > 0, "closed mid-response");
-            got.extend_from_slice(&b[..n]);
-        }
-        assert!(got.starts_with(b"HTTP/1.1 200"));
-    }
+    let mut kept = answered_keep_alive(edge.addr).await;
+    let mut busy = answered_keep_alive(edge.addr).await;
     // Fresh connections, accepted, no request sent yet.
     let mut fresh = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
@@ -339,7 +347,17 @@ async fn shutdown_answers_accepted_connections_and_closes_idle_keep_alive_ones()
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     sigterm(edge.pid());
-    // The keep-alive connection is closed: the shutdown has reached the waiting connections.
+    // A request on a keep-alive connection just after the shutdown reached the waiting
+    // connections (well within the linger): answered, and the connection ends with it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = get_and_close(&mut busy, "/media/s").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{out:?}"
+    );
+    // The keep-alive connection that sends nothing is closed.
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest))
         .await
